@@ -1,0 +1,1 @@
+"""Flax Linen BERT encoder and task heads."""

@@ -1,0 +1,410 @@
+"""BERT encoder in Flax Linen (Devlin et al. 2019, arXiv 1810.04805).
+
+Post-LN transformer encoder as in the original `modeling.py`: embeddings
+(word + position + token type) -> LayerNorm -> dropout, then `num_layers`
+blocks of [self-attention -> dropout -> add & LayerNorm -> feed-forward ->
+dropout -> add & LayerNorm], then a tanh pooler over [CLS].
+
+Every parameter is created with logical axis names from `bert_jax.sharding`
+and large activations are constrained with them; the mapping to mesh axes is
+the rules table in `bert_jax/sharding.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.sharding import BATCH, EMBED, EMBED_OUT, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
+
+# name: (layers, hidden, heads). Compact sizes from Turc et al. 2019
+# ("Well-Read Students Learn Better", Table 1 / the google-research/bert
+# README grid); base and large from the BERT paper, section 3. The
+# feed-forward size is always 4 x hidden.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+ACTIVATIONS = {
+    # Exact erf GELU: HF "gelu".
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    # tanh approximation: the original TF BERT `gelu` and HF "gelu_new".
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Architecture and numerics of a BERT encoder.
+
+    Defaults are BERT-base (the released `bert_config.json`).
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"  # a key of ACTIVATIONS
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12  # original modeling.py layer_norm
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    initializer_range: float = 0.02
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"  # storage dtype
+    scan_layers: bool = False  # stack layers under nn.scan (faster compiles)
+    remat_policy: str = "none"  # a key of REMAT_POLICIES
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(
+                f"remat_policy {self.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}"
+            )
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("dtype", "param_dtype"):
+            jnp.dtype(getattr(self, name))  # raises TypeError on an unknown dtype name
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def storage_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BertConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown BertConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def config_for_size(size: str, **overrides: Any) -> BertConfig:
+    """The BertConfig of a named size from SIZES, with field overrides."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; sizes: {list(SIZES)}")
+    layers, hidden, heads = SIZES[size]
+    base = dict(
+        num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden
+    )
+    return BertConfig(**{**base, **overrides})
+
+
+def bert_init(stddev: float):
+    """Truncated normal at +-2 stddev, unscaled, as TF's truncated_normal_initializer.
+
+    The original `modeling.py` (`create_initializer`) initialises every kernel
+    and embedding this way with initializer_range 0.02.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        return stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+    return init
+
+
+def _param(init, names):
+    return nn.with_logical_partitioning(init, names)
+
+
+def _constrain(x, names):
+    return nn.with_logical_constraint(x, names)
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm and dropout."""
+
+    config: BertConfig
+
+    def setup(self):
+        cfg = self.config
+        init = bert_init(cfg.initializer_range)
+        kw = dict(features=cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype)
+        self.word_embeddings = nn.Embed(
+            cfg.vocab_size, embedding_init=_param(init, (VOCAB, EMBED)), **kw
+        )
+        self.position_embeddings = nn.Embed(
+            cfg.max_position_embeddings, embedding_init=_param(init, (None, EMBED)), **kw
+        )
+        self.token_type_embeddings = nn.Embed(
+            cfg.type_vocab_size, embedding_init=_param(init, (None, EMBED)), **kw
+        )
+        self.layer_norm = _layer_norm(cfg)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings(token_type_ids)
+        )
+        x = self.dropout(self.layer_norm(x), deterministic=deterministic)
+        return _constrain(x, (BATCH, LENGTH, EMBED))
+
+    def attend(self, x):
+        """Logits against the word-embedding table: the tied MLM decoder."""
+        return self.word_embeddings.attend(x)
+
+
+def _layer_norm(cfg: BertConfig, name: str | None = None) -> nn.LayerNorm:
+    # Statistics are reduced in fp32 even for bf16 compute
+    # (force_float32_reductions, flax's default, kept explicit here).
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.storage_dtype,
+        scale_init=_param(nn.initializers.ones, (EMBED,)),
+        bias_init=_param(nn.initializers.zeros, (EMBED,)),
+        force_float32_reductions=True,
+        name=name,
+    )
+
+
+def _dense(cfg: BertConfig, features, kernel_names, bias_names, axis=-1, name=None):
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.storage_dtype,
+        kernel_init=_param(bert_init(cfg.initializer_range), kernel_names),
+        bias_init=_param(nn.initializers.zeros, bias_names),
+        name=name,
+    )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with output projection, residual and LayerNorm."""
+
+    config: BertConfig
+    deterministic: bool
+    return_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask):
+        # x: (B, L, H); mask: (B, L) bool, True where the key is a real token.
+        cfg = self.config
+        shape = (cfg.num_heads, cfg.head_dim)
+        q, k, v = (
+            _dense(cfg, shape, (EMBED, HEADS, KV), (HEADS, KV), name=n)(x)
+            for n in ("query", "key", "value")
+        )  # each (B, L, N, D)
+        q, k, v = (_constrain(t, (BATCH, LENGTH, HEADS, KV)) for t in (q, k, v))
+        key_mask = mask[:, None, None, :]  # (B, 1, 1, L) broadcast over heads and queries
+        use_dropout = not self.deterministic and cfg.attention_dropout > 0
+        probs = None
+        if self.return_attention or use_dropout:
+            # Explicit path: the only one that exposes the probabilities, and
+            # BERT applies dropout to them (attention_probs_dropout_prob).
+            logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+            logits = logits / math.sqrt(cfg.head_dim)
+            logits = jnp.where(key_mask, logits, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(logits, axis=-1)  # fp32, (B, N, L, L)
+            dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=self.deterministic)
+            ctx = jnp.einsum("bnqk,bknd->bqnd", dropped.astype(v.dtype), v)
+        else:
+            # Fused path (cuDNN flash attention on GPU where it applies); its
+            # logits and softmax are fp32 for bf16 inputs as well.
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+        ctx = _constrain(ctx, (BATCH, LENGTH, HEADS, KV))
+        out = _dense(
+            cfg, cfg.hidden_size, (HEADS, KV, EMBED), (EMBED,), axis=(-2, -1), name="output"
+        )(ctx)
+        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
+        out = _layer_norm(cfg, name="layer_norm")(out + x)
+        return _constrain(out, (BATCH, LENGTH, EMBED)), probs
+
+
+class Mlp(nn.Module):
+    """Feed-forward block with residual and LayerNorm."""
+
+    config: BertConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        h = _dense(cfg, cfg.intermediate_size, (EMBED, MLP), (MLP,), name="intermediate")(x)
+        h = ACTIVATIONS[cfg.hidden_act](h)
+        h = _constrain(h, (BATCH, LENGTH, MLP))
+        h = _dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), name="output")(h)
+        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
+        return _constrain(_layer_norm(cfg, name="layer_norm")(h + x), (BATCH, LENGTH, EMBED))
+
+
+class EncoderLayer(nn.Module):
+    """One post-LN transformer block. Returns (hidden, extras) so it scans."""
+
+    config: BertConfig
+    deterministic: bool
+    return_attention: bool = False
+    return_hidden: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask):
+        x, probs = SelfAttention(
+            self.config, self.deterministic, self.return_attention, name="attention"
+        )(x, mask)
+        x = Mlp(self.config, self.deterministic, name="mlp")(x)
+        extras = {}
+        if self.return_attention:
+            extras["attention"] = probs
+        if self.return_hidden:
+            extras["hidden"] = x
+        return x, extras
+
+
+class Encoder(nn.Module):
+    """The stack of layers, as a Python loop (`layer_i`) or under nn.scan (`layers`)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, mask, deterministic: bool, return_attention: bool, return_hidden: bool):
+        cfg = self.config
+        layer_cls = EncoderLayer
+        if cfg.remat_policy != "none":
+            # prevent_cse is only needed outside scan (scan already blocks CSE).
+            layer_cls = nn.remat(
+                EncoderLayer,
+                policy=REMAT_POLICIES[cfg.remat_policy],
+                prevent_cse=not cfg.scan_layers,
+            )
+        kw = dict(
+            deterministic=deterministic,
+            return_attention=return_attention,
+            return_hidden=return_hidden,
+        )
+        if cfg.scan_layers:
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: LAYERS},
+            )
+            x, stacked = stack(cfg, name="layers", **kw)(x, mask)
+            per_layer = [jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(cfg.num_layers)]
+        else:
+            per_layer = []
+            for i in range(cfg.num_layers):
+                x, extras = layer_cls(cfg, name=f"layer_{i}", **kw)(x, mask)
+                per_layer.append(extras)
+        return x, per_layer
+
+
+class Pooler(nn.Module):
+    """dense + tanh over the first ([CLS]) token."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, sequence_output):
+        cfg = self.config
+        cls = sequence_output[:, 0]
+        return jnp.tanh(
+            _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="dense")(cls)
+        )
+
+
+class BertModel(nn.Module):
+    """The BERT encoder and pooler.
+
+    `__call__` returns a dict: `sequence_output` (B, L, H), `pooled_output`
+    (B, H) and, when asked, `attentions` (a tuple of num_layers arrays
+    (B, heads, L, L), fp32) and `hidden_states` (a tuple of num_layers + 1
+    arrays (B, L, H): the embeddings output, then every layer's output).
+    """
+
+    config: BertConfig
+
+    def setup(self):
+        self.embeddings = Embeddings(self.config)
+        self.encoder = Encoder(self.config)
+        self.pooler = Pooler(self.config)
+
+    def __call__(
+        self,
+        input_ids,
+        token_type_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        *,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> dict[str, Any]:
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+        x_embed = x
+        x, per_layer = self.encoder(
+            x,
+            attention_mask.astype(bool),
+            deterministic,
+            output_attentions,
+            output_hidden_states,
+        )
+        out = {"sequence_output": x, "pooled_output": self.pooler(x)}
+        if output_attentions:
+            out["attentions"] = tuple(e["attention"] for e in per_layer)
+        if output_hidden_states:
+            out["hidden_states"] = (x_embed,) + tuple(e["hidden"] for e in per_layer)
+        return out
+
+    def attend(self, x):
+        """x (..., H) -> logits (..., vocab) against the word embeddings."""
+        return self.embeddings.attend(x)
+
+
+def stack_layers(encoder_params: dict, num_layers: int) -> dict:
+    """`{layer_0: t, layer_1: t, ...}` -> `{layers: stacked t}` (the nn.scan layout)."""
+    layers = [encoder_params[f"layer_{i}"] for i in range(num_layers)]
+    return {"layers": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
+
+
+def unstack_layers(encoder_params: dict, num_layers: int) -> dict:
+    """`{layers: stacked t}` -> `{layer_0: t, ...}` (the loop layout)."""
+    stacked = encoder_params["layers"]
+    return {f"layer_{i}": jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(num_layers)}

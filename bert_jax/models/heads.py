@@ -1,0 +1,173 @@
+"""Task heads on the BERT encoder, and the encoder+head models the tasks use.
+
+Each model returns the encoder's dict (see `BertModel`) plus its head's
+outputs, so probes and notebooks can read any intermediate without edits.
+Parameter names under each model: `bert` (the encoder) and one name per head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bert_jax.models.bert import ACTIVATIONS, BertConfig, BertModel, _dense, _layer_norm
+from bert_jax.sharding import CLASSES, EMBED, EMBED_OUT, VOCAB
+
+
+def gather_positions(sequence, positions):
+    """sequence (B, L, H), positions (B, P) int -> (B, P, H)."""
+    return jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
+
+
+class MlmHead(nn.Module):
+    """Masked-LM head: dense + activation + LayerNorm, then the tied decoder.
+
+    The decoder reuses the word-embedding table (passed in as `attend`) and
+    has its own output bias, as `cls/predictions` in the original
+    `run_pretraining.py`.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, attend):
+        cfg = self.config
+        x = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
+        x = _layer_norm(cfg, name="layer_norm")(ACTIVATIONS[cfg.hidden_act](x))
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)),
+            (cfg.vocab_size,),
+            cfg.storage_dtype,
+        )
+        # Logits in fp32 for a stable softmax cross-entropy under bf16 compute.
+        return attend(x).astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+class Classifier(nn.Module):
+    """dropout + dense to `num_outputs`; used on pooled or per-token features."""
+
+    config: BertConfig
+    num_outputs: int
+    dropout: bool = True
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        if self.dropout:
+            x = nn.Dropout(self.config.hidden_dropout)(x, deterministic=deterministic)
+        dense = _dense(self.config, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
+        return dense(x).astype(jnp.float32)
+
+
+def _encoder_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"deterministic", "output_attentions", "output_hidden_states", "position_ids"}
+    extra = set(kwargs) - allowed
+    if extra:
+        raise TypeError(f"unexpected arguments {sorted(extra)}")
+    return kwargs
+
+
+class BertForPreTraining(nn.Module):
+    """Encoder + MLM head (+ NSP head unless `nsp=False`, RoBERTa-style).
+
+    With `masked_positions` (B, P) the MLM logits are computed only there:
+    (B, P, vocab); without, at every position: (B, L, vocab).
+    """
+
+    config: BertConfig
+    nsp: bool = True
+
+    def setup(self):
+        self.bert = BertModel(self.config)
+        self.mlm = MlmHead(self.config)
+        if self.nsp:
+            self.nsp_head = Classifier(self.config, 2, dropout=False, name="nsp")
+
+    def __call__(
+        self, input_ids, token_type_ids=None, attention_mask=None, masked_positions=None, **kw
+    ):
+        out = self.bert(input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw))
+        seq = out["sequence_output"]
+        if masked_positions is not None:
+            seq = gather_positions(seq, masked_positions)
+        out["mlm_logits"] = self.mlm(seq, self.bert.attend)
+        if self.nsp:
+            out["nsp_logits"] = self.nsp_head(out["pooled_output"])
+        return out
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled [CLS] -> dropout -> dense. `num_labels=1` is regression (STS-B)."""
+
+    config: BertConfig
+    num_labels: int = 2
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
+        out = BertModel(self.config, name="bert")(
+            input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+        )
+        det = kw.get("deterministic", True)
+        out["logits"] = Classifier(self.config, self.num_labels, name="classifier")(
+            out["pooled_output"], det
+        )
+        return out
+
+
+class BertForTokenClassification(nn.Module):
+    """Per-token dropout -> dense (NER tagging)."""
+
+    config: BertConfig
+    num_labels: int = 9
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
+        out = BertModel(self.config, name="bert")(
+            input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+        )
+        det = kw.get("deterministic", True)
+        out["logits"] = Classifier(self.config, self.num_labels, name="classifier")(
+            out["sequence_output"], det
+        )
+        return out
+
+
+class BertForQuestionAnswering(nn.Module):
+    """Span QA: a dense to 2 per token gives start and end logits (B, L)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
+        out = BertModel(self.config, name="bert")(
+            input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+        )
+        # No dropout before the span head, as in the original run_squad.py.
+        logits = Classifier(self.config, 2, dropout=False, name="qa_outputs")(
+            out["sequence_output"]
+        )
+        out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
+        return out
+
+
+class BertForMultipleChoice(nn.Module):
+    """Inputs (B, C, L): each choice is encoded, pooled and scored -> logits (B, C)."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
+        b, c, length = input_ids.shape
+
+        def flat(t):
+            return None if t is None else t.reshape(b * c, length)
+
+        out = BertModel(self.config, name="bert")(
+            flat(input_ids), flat(token_type_ids), flat(attention_mask), **_encoder_kwargs(kw)
+        )
+        det = kw.get("deterministic", True)
+        scores = Classifier(self.config, 1, name="classifier")(out["pooled_output"], det)
+        out["logits"] = scores.reshape(b, c)
+        return out

@@ -1,0 +1,150 @@
+"""Pretraining: masked LM over the masked positions only, plus NSP.
+
+Loss as in the original `run_pretraining.py`: the MLM loss is the
+weighted mean cross-entropy over the `masked_lm_weights`-marked positions
+(logits computed only there), the NSP loss the mean cross-entropy of the
+two-way classifier; the total is their sum.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax.data import pretraining_records
+from bert_jax.data.array_source import ArraySource
+from bert_jax.models.bert import BertConfig, config_for_size
+from bert_jax.models.heads import BertForPreTraining
+
+
+def model_config(config) -> BertConfig:
+    """config.model (size + BertConfig field overrides; None = the size's) -> BertConfig."""
+    overrides = {k: v for k, v in config.model.items() if k != "size" and v is not None}
+    return config_for_size(config.model.size, **overrides)
+
+
+class PretrainingTask:
+    def __init__(self, config):
+        self.config = config
+        self.seq_len = config.max_seq_length
+        self.num_predictions = config.max_predictions_per_seq
+        self.use_nsp = config.nsp
+
+    def model(self) -> BertForPreTraining:
+        return BertForPreTraining(model_config(self.config), nsp=self.use_nsp)
+
+    def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+        z = lambda n, dt=np.int32: np.zeros((batch_size, n), dt)  # noqa: E731
+        return {
+            "input_ids": z(self.seq_len),
+            "input_mask": z(self.seq_len),
+            "segment_ids": z(self.seq_len),
+            "masked_lm_positions": z(self.num_predictions),
+            "masked_lm_ids": z(self.num_predictions),
+            "masked_lm_weights": z(self.num_predictions, np.float32),
+            "next_sentence_labels": np.zeros((batch_size,), np.int32),
+        }
+
+    @staticmethod
+    def model_inputs(batch) -> dict:
+        return dict(
+            input_ids=batch["input_ids"],
+            token_type_ids=batch["segment_ids"],
+            attention_mask=batch["input_mask"],
+            masked_positions=batch["masked_lm_positions"],
+        )
+
+    def _parts(self, outputs, batch):
+        w = batch["masked_lm_weights"]  # (B, P); 0 on padding predictions
+        if "valid" in batch:  # padded eval rows count nothing
+            w = w * batch["valid"][:, None]
+        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(
+            outputs["mlm_logits"], batch["masked_lm_ids"]
+        )
+        mlm_correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["masked_lm_ids"]) * w
+        parts = {
+            "mlm_loss_sum": jnp.sum(mlm_xent * w),
+            "mlm_weight": jnp.sum(w),
+            "mlm_correct": jnp.sum(mlm_correct),
+        }
+        if self.use_nsp:
+            v = batch.get("valid", jnp.ones_like(batch["next_sentence_labels"]))
+            labels = batch["next_sentence_labels"]
+            nsp_xent = optax.softmax_cross_entropy_with_integer_labels(
+                outputs["nsp_logits"], labels
+            )
+            parts |= {
+                "nsp_loss_sum": jnp.sum(nsp_xent * v),
+                "nsp_count": jnp.sum(v),
+                "nsp_correct": jnp.sum((jnp.argmax(outputs["nsp_logits"], -1) == labels) * v),
+            }
+        return parts
+
+    def loss(self, outputs, batch):
+        p = self._parts(outputs, batch)
+        mlm = p["mlm_loss_sum"] / jnp.maximum(p["mlm_weight"], 1e-5)
+        metrics = {"mlm_loss": mlm}
+        total = mlm
+        if self.use_nsp:
+            nsp = p["nsp_loss_sum"] / jnp.maximum(p["nsp_count"], 1.0)
+            total, metrics["nsp_loss"] = total + nsp, nsp
+        return total, metrics
+
+    # Evaluation: sums per batch on device, ratios on the host at the end.
+    eval_stats = _parts
+
+    @staticmethod
+    def finalize(stats: dict[str, float]) -> dict[str, float]:
+        out = {
+            "mlm_accuracy": stats["mlm_correct"] / max(stats["mlm_weight"], 1e-9),
+            "mlm_loss": stats["mlm_loss_sum"] / max(stats["mlm_weight"], 1e-9),
+        }
+        if "nsp_count" in stats:
+            out["nsp_accuracy"] = stats["nsp_correct"] / max(stats["nsp_count"], 1e-9)
+            out["nsp_loss"] = stats["nsp_loss_sum"] / max(stats["nsp_count"], 1e-9)
+        return out
+
+    def _read(self, files: str):
+        return pretraining_records.read_tfrecords(files, self.seq_len, self.num_predictions)
+
+    def train_source(self, process_index: int, process_count: int) -> ArraySource:
+        if not self.config.data.train_files:
+            raise ValueError(
+                "config key data.train_files is empty: point it at pretraining "
+                "TFRecords (original BERT feature layout)"
+            )
+        return ArraySource(
+            self._read(self.config.data.train_files),
+            self.config.train_batch_size,
+            seed=self.config.seed,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    def eval_source(self, process_index: int, process_count: int) -> ArraySource | None:
+        if not self.config.data.eval_files:
+            return None
+        return ArraySource(
+            self._read(self.config.data.eval_files),
+            self.config.eval_batch_size,
+            shuffle=False,
+            drop_remainder=False,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
+    def flops_per_example(self) -> float:
+        """Training FLOPs of one sequence (REFERENCES.md "Throughput anchors").
+
+        3 x forward; forward = layers x (24 s d^2 + 4 s^2 d) + the MLM head at
+        the p predicted positions p x (2 d^2 + 2 d V). Embedding lookups,
+        LayerNorm and softmax are ignored, as in that formula.
+        """
+        c = model_config(self.config)
+        s, d, p, v = self.seq_len, c.hidden_size, self.num_predictions, c.vocab_size
+        layer = 2 * s * (4 * d * d + 2 * d * c.intermediate_size) + 4 * s * s * d
+        return 3.0 * (c.num_layers * layer + p * (2 * d * d + 2 * d * v))
+
+    def tokens_per_example(self) -> int:
+        return self.seq_len

@@ -1,0 +1,204 @@
+"""The encoder and heads: shapes, masking, scan/remat equivalence, dtypes, logical names."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax.models.bert import SIZES, BertConfig, BertModel, config_for_size, stack_layers
+from bert_jax.models.heads import (
+    BertForMultipleChoice,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+
+CFG = config_for_size("tiny", vocab_size=97, max_position_embeddings=64)
+
+
+def _batch():
+    rng = np.random.RandomState(0)
+    ids = rng.randint(1, 97, size=(3, 12)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    ids = ids * mask
+    types = np.zeros_like(ids)
+    types[:, 6:] = 1
+    return jnp.asarray(ids), jnp.asarray(types), jnp.asarray(mask)
+
+
+def _init(model, *args):
+    return nn.meta.unbox(model.init(jax.random.key(0), *args)["params"])
+
+
+def test_outputs_and_shapes():
+    ids, types, mask = _batch()
+    model = BertModel(CFG)
+    params = _init(model, ids)
+    out = model.apply(
+        {"params": params}, ids, types, mask, output_attentions=True, output_hidden_states=True
+    )
+    assert out["sequence_output"].shape == (3, 12, 128)
+    assert out["pooled_output"].shape == (3, 128)
+    assert len(out["attentions"]) == 2 and out["attentions"][0].shape == (3, 2, 12, 12)
+    assert len(out["hidden_states"]) == 3
+    np.testing.assert_allclose(out["hidden_states"][-1], out["sequence_output"])
+    probs = np.asarray(out["attentions"][1])
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(probs[2, :, :, 3:] == 0.0), "padded keys must get zero attention"
+
+
+def test_padding_does_not_change_real_positions():
+    ids, types, mask = _batch()
+    model = BertModel(CFG)
+    params = _init(model, ids)
+    full = model.apply({"params": params}, ids, types, mask)["sequence_output"]
+    short = model.apply({"params": params}, ids[2:, :3], types[2:, :3], mask[2:, :3])
+    np.testing.assert_allclose(full[2, :3], short["sequence_output"][0], atol=1e-5)
+
+
+def test_fused_and_explicit_attention_agree():
+    # output_attentions forces the einsum path; the default uses
+    # jax.nn.dot_product_attention.
+    ids, types, mask = _batch()
+    model = BertModel(CFG)
+    params = _init(model, ids)
+    a = model.apply({"params": params}, ids, types, mask)["sequence_output"]
+    b = model.apply({"params": params}, ids, types, mask, output_attentions=True)
+    np.testing.assert_allclose(a, b["sequence_output"], atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["none", "full", "save_dots"])
+def test_scan_and_remat_give_identical_outputs_and_grads(policy):
+    ids, types, mask = _batch()
+    loop = BertModel(CFG)
+    params = _init(loop, ids)
+    scan_cfg = dataclasses.replace(CFG, scan_layers=True, remat_policy=policy)
+    scanned = BertModel(scan_cfg)
+    sparams = {**params, "encoder": stack_layers(params["encoder"], CFG.num_layers)}
+    assert jax.tree.structure(sparams) == jax.tree.structure(_init(scanned, ids))
+
+    def loss(p, model):
+        out = model.apply({"params": p}, ids, types, mask, output_hidden_states=True)
+        return jnp.sum(out["pooled_output"] ** 2), out
+
+    (la, oa), ga = jax.value_and_grad(loss, has_aux=True)(params, loop)
+    (lb, ob), gb = jax.value_and_grad(loss, has_aux=True)(sparams, scanned)
+    np.testing.assert_allclose(la, lb, rtol=1e-6)
+    for x, y in zip(oa["hidden_states"], ob["hidden_states"], strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    ga = {**ga, "encoder": stack_layers(ga["encoder"], CFG.num_layers)}
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), ga, gb)
+    # remat alone (no scan) changes nothing either.
+    remat = BertModel(dataclasses.replace(CFG, remat_policy=policy))
+    lc, _ = loss(params, remat)
+    np.testing.assert_allclose(la, lc, rtol=1e-6)
+
+
+def test_bf16_compute_with_fp32_params():
+    ids, types, mask = _batch()
+    model16 = BertForPreTraining(dataclasses.replace(CFG, dtype="bfloat16"))
+    params = _init(model16, ids)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    out16 = model16.apply({"params": params}, ids, types, mask, output_attentions=True)
+    out32 = BertForPreTraining(CFG).apply({"params": params}, ids, types, mask)
+    assert out16["sequence_output"].dtype == jnp.bfloat16
+    assert out16["attentions"][0].dtype == jnp.float32  # softmax in fp32
+    assert out16["mlm_logits"].dtype == jnp.float32
+    np.testing.assert_allclose(
+        np.asarray(out16["sequence_output"], np.float32), out32["sequence_output"], atol=0.1
+    )
+
+
+def test_every_param_has_logical_names():
+    ids, _, _ = _batch()
+    for cfg in (CFG, dataclasses.replace(CFG, scan_layers=True)):
+        variables = BertForPreTraining(cfg).init(jax.random.key(0), ids)
+        specs = nn.get_partition_spec(variables)["params"]
+        flat = jax.tree_util.tree_flatten_with_path(
+            specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+        )[0]
+        for path, spec in flat:
+            assert isinstance(spec, jax.sharding.PartitionSpec), path
+            assert any(name is not None for name in spec), f"{path} has no logical names"
+        q = specs["bert"]["encoder"]
+        q = q["layers"] if cfg.scan_layers else q["layer_0"]
+        expected = ("embed", "heads", "kv")
+        assert tuple(q["attention"]["query"]["kernel"]) == (
+            ("layers",) + expected if cfg.scan_layers else expected
+        )
+    emb = specs["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert tuple(emb) == ("vocab", "embed")
+
+
+def test_heads():
+    ids, types, mask = _batch()
+    pre = BertForPreTraining(CFG)
+    params = _init(pre, ids)
+    positions = jnp.array([[1, 2], [0, 5], [1, 1]])
+    full = pre.apply({"params": params}, ids, types, mask)
+    at = pre.apply({"params": params}, ids, types, mask, masked_positions=positions)
+    assert full["mlm_logits"].shape == (3, 12, 97) and at["mlm_logits"].shape == (3, 2, 97)
+    want = np.take_along_axis(np.asarray(full["mlm_logits"]), np.asarray(positions)[..., None], 1)
+    np.testing.assert_allclose(at["mlm_logits"], want, atol=1e-5)
+    assert full["nsp_logits"].shape == (3, 2)
+    assert "nsp" in params and "mlm" in params
+    assert "nsp" not in _init(BertForPreTraining(CFG, nsp=False), ids)
+
+    cls = BertForSequenceClassification(CFG, num_labels=1)
+    assert cls.apply({"params": _init(cls, ids)}, ids)["logits"].shape == (3, 1)
+    tag = BertForTokenClassification(CFG, num_labels=9)
+    assert tag.apply({"params": _init(tag, ids)}, ids)["logits"].shape == (3, 12, 9)
+    qa = BertForQuestionAnswering(CFG)
+    out = qa.apply({"params": _init(qa, ids)}, ids, types, mask)
+    assert out["start_logits"].shape == out["end_logits"].shape == (3, 12)
+    mc = BertForMultipleChoice(CFG)
+    choices = jnp.stack([ids, ids], axis=1)  # (B, C=2, L)
+    mparams = _init(mc, choices)
+    logits = mc.apply({"params": mparams}, choices, None, jnp.stack([mask, mask], 1))["logits"]
+    assert logits.shape == (3, 2)
+    np.testing.assert_allclose(logits[:, 0], logits[:, 1], atol=1e-6)
+
+
+def test_dropout_only_when_training():
+    ids, types, mask = _batch()
+    model = BertForSequenceClassification(CFG, num_labels=2)
+    params = _init(model, ids)
+
+    def run(det, seed):
+        return model.apply(
+            {"params": params},
+            ids,
+            types,
+            mask,
+            deterministic=det,
+            rngs={"dropout": jax.random.key(seed)},
+        )["logits"]
+
+    np.testing.assert_array_equal(run(True, 0), run(True, 1))
+    assert not np.allclose(run(False, 0), run(False, 1))
+
+
+def test_sizes_table_and_param_counts():
+    assert SIZES["base"] == (12, 768, 12) and SIZES["large"] == (24, 1024, 16)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    shapes = jax.eval_shape(lambda: BertModel(config_for_size("base")).init(jax.random.key(0), ids))
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
+    # HF BertModel(bert-base-uncased) has 109,482,240 parameters.
+    assert n == 109_482_240
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="not divisible"):
+        BertConfig(hidden_size=100, num_heads=12)
+    with pytest.raises(ValueError, match="hidden_act"):
+        BertConfig(hidden_act="swish")
+    with pytest.raises(ValueError, match="unknown model size"):
+        config_for_size("huge")
+    with pytest.raises(ValueError, match="remat_policy"):
+        BertConfig(remat_policy="some")

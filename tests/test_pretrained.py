@@ -1,0 +1,343 @@
+"""Checkpoint import/export parity against HF transformers (PyTorch) and the TF format.
+
+Every comparison is fp32 on batches with padding; the max abs differences
+measured here are quoted in the README.
+"""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from bert_jax import checkpoint_names as names  # noqa: E402
+from bert_jax import pretrained  # noqa: E402
+from bert_jax.data.tokenizer import BertTokenizer  # noqa: E402
+from bert_jax.models.bert import BertModel  # noqa: E402
+from bert_jax.models.heads import BertForPreTraining  # noqa: E402
+
+TOL = 1e-4
+
+
+def _hf_pretraining(tmp_path, **cfg):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**cfg)
+    model = transformers.BertForPreTraining(config).eval()
+    # Non-zero biases and LayerNorm params so a mis-mapped vector shows up.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.05 * torch.randn_like(p))
+    d = tmp_path / "hf"
+    model.save_pretrained(d)
+    return model, d
+
+
+def _padded_batch(vocab, batch=3, length=16, seed=0):
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(1, vocab, size=(batch, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0
+    mask[2, 5:] = 0
+    types = np.zeros_like(ids)
+    types[:, length // 2 :] = 1
+    return ids * mask, types, mask
+
+
+def _hf_outputs(model, ids, types, mask):
+    with torch.no_grad():
+        o = model(
+            input_ids=torch.tensor(ids),
+            token_type_ids=torch.tensor(types),
+            attention_mask=torch.tensor(mask),
+            output_hidden_states=True,
+        )
+    return {
+        "sequence_output": o.hidden_states[-1].numpy(),
+        "mlm_logits": o.prediction_logits.numpy(),
+        "nsp_logits": o.seq_relationship_logits.numpy(),
+        "pooled_output": model.bert.pooler(o.hidden_states[-1]).detach().numpy(),
+    }
+
+
+def _max_diffs(ours, ref, mask):
+    m = mask[..., None].astype(bool)
+    out = {}
+    for k, v in ref.items():
+        a, b = np.asarray(ours[k], np.float32), v
+        # Padded query positions are not defined outputs; compare real ones.
+        out[k] = float(np.abs(np.where(m, a - b, 0)).max() if a.ndim == 3 else np.abs(a - b).max())
+    return out
+
+
+TINY = dict(
+    vocab_size=211,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=96,
+    max_position_embeddings=40,
+)
+BASE_SHAPED = dict(
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+)
+
+
+@pytest.mark.parametrize("cfg", [TINY, BASE_SHAPED], ids=["tiny", "base"])
+def test_hf_pretraining_parity(tmp_path, cfg):
+    hf, d = _hf_pretraining(tmp_path, **cfg)
+    model, params = pretrained.load(d)
+    assert isinstance(model, BertForPreTraining) and model.nsp
+    ids, types, mask = _padded_batch(cfg["vocab_size"])
+    ours = model.apply({"params": params}, ids, types, mask, deterministic=True)
+    diffs = _max_diffs(ours, _hf_outputs(hf, ids, types, mask), mask)
+    print("HF BertForPreTraining parity", cfg["hidden_size"], diffs)
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_hf_attentions_and_hidden_states(tmp_path):
+    hf, d = _hf_pretraining(tmp_path, **TINY)
+    model, params = pretrained.load(d)
+    ids, types, mask = _padded_batch(TINY["vocab_size"])
+    ours = model.apply(
+        {"params": params}, ids, types, mask, output_attentions=True, output_hidden_states=True
+    )
+    hf.set_attn_implementation("eager")  # sdpa does not return attention weights
+    with torch.no_grad():
+        o = hf.bert(
+            input_ids=torch.tensor(ids),
+            token_type_ids=torch.tensor(types),
+            attention_mask=torch.tensor(mask),
+            output_attentions=True,
+            output_hidden_states=True,
+        )
+    for a, b in zip(ours["hidden_states"], o.hidden_states, strict=True):
+        np.testing.assert_allclose(np.asarray(a)[mask == 1], b.numpy()[mask == 1], atol=TOL)
+    for a, b in zip(ours["attentions"], o.attentions, strict=True):
+        sel = mask.astype(bool)[:, None, :, None]
+        np.testing.assert_allclose(np.where(sel, a, 0), np.where(sel, b.numpy(), 0), atol=TOL)
+
+
+def _glue_sentences(shared_data, n=64):
+    lines = (shared_data / "glue" / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[0] for line in lines[1 : n + 1]]
+
+
+def test_minilm_real_checkpoint_on_glue_sentences(minilm_dir, shared_data):
+    """all-MiniLM-L6-v2 (pip package) vs HF BertModel on real SST-2 dev sentences."""
+    model, params = pretrained.load(minilm_dir)
+    assert isinstance(model, BertModel)
+    assert (model.config.num_layers, model.config.hidden_size, model.config.num_heads) == (
+        6,
+        384,
+        12,
+    )
+    tok = BertTokenizer(str(minilm_dir / "vocab.txt"), do_lower_case=True)
+    enc = tok.encode_batch(_glue_sentences(shared_data), max_length=64)
+    assert (enc["attention_mask"] == 0).any(), "batch must contain padding"
+    assert (enc["input_ids"] > 999).mean() > 0.2, "real word pieces, not [UNK]s"
+    ours = model.apply(
+        {"params": params},
+        enc["input_ids"],
+        enc["token_type_ids"],
+        enc["attention_mask"],
+        deterministic=True,
+    )
+    hf = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
+    with torch.no_grad():
+        o = hf(**{k: torch.tensor(np.asarray(v, np.int64)) for k, v in enc.items()})
+    ref = {"sequence_output": o.last_hidden_state.numpy(), "pooled_output": o.pooler_output.numpy()}
+    diffs = _max_diffs(ours, ref, enc["attention_mask"])
+    print("MiniLM parity", diffs)
+    assert max(diffs.values()) < TOL, diffs
+
+
+def _write_tf_checkpoint(d, hf_dir, extra=None):
+    """Write an original-format TF BERT release from an HF model's weights.
+
+    The variable names come from the original modeling.py scopes; values go
+    through the HF -> TF layout conversion of the name table. Optimizer slots
+    and global_step are written too, as run_pretraining.py checkpoints have.
+    """
+    import tensorflow as tf
+    from safetensors.numpy import load_file
+
+    hf_tensors = load_file(hf_dir / "model.safetensors")
+    model, params = pretrained.load(hf_dir)
+    entries = names.encoder_entries(model.config.num_layers)
+    entries += names.HEAD_ENTRIES["mlm"] + names.HEAD_ENTRIES["nsp"]
+    tensors = {}
+    for e in entries:
+        leaf = params
+        for k in e.path:
+            leaf = leaf[k]
+        tensors[e.tf] = names.from_ours(e, leaf, "tf")
+    first = entries[0].tf
+    tensors[first + "/adam_m"] = np.zeros_like(tensors[first])
+    tensors["global_step"] = np.array(1000, np.int64)
+    tensors.update(extra or {})
+    d.mkdir()
+    keys = sorted(tensors)
+    tf.raw_ops.SaveV2(
+        prefix=str(d / "bert_model.ckpt"),
+        tensor_names=keys,
+        shape_and_slices=[""] * len(keys),
+        tensors=[tf.constant(tensors[k]) for k in keys],
+    )
+    hf_cfg = json.loads((hf_dir / "config.json").read_text())
+    keep = (
+        "attention_probs_dropout_prob",
+        "hidden_dropout_prob",
+        "hidden_size",
+        "initializer_range",
+        "intermediate_size",
+        "max_position_embeddings",
+        "num_attention_heads",
+        "num_hidden_layers",
+        "type_vocab_size",
+        "vocab_size",
+    )
+    bert_config = {k: hf_cfg[k] for k in keep}
+    bert_config["hidden_act"] = "gelu"  # means the tanh form in the original code
+    (d / "bert_config.json").write_text(json.dumps(bert_config))
+    assert set(hf_tensors)  # the HF file was read
+
+
+def test_original_tf_checkpoint_loads_to_same_outputs(tmp_path):
+    # The reference is HF with gelu_new: the original TF `gelu` is the tanh form.
+    hf, d = _hf_pretraining(tmp_path, hidden_act="gelu_new", **TINY)
+    _write_tf_checkpoint(tmp_path / "tf", d)
+    model, params = pretrained.load(tmp_path / "tf")
+    assert model.config.hidden_act == "gelu_tanh"
+    ids, types, mask = _padded_batch(TINY["vocab_size"])
+    ours = model.apply({"params": params}, ids, types, mask)
+    diffs = _max_diffs(ours, _hf_outputs(hf, ids, types, mask), mask)
+    print("TF-format parity", diffs)
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_export_hf_round_trip(tmp_path, minilm_dir):
+    hf, d = _hf_pretraining(tmp_path, **TINY)
+    model, params = pretrained.load(d)
+    out = pretrained.export_hf(model, params, tmp_path / "exported")
+    back = transformers.BertForPreTraining.from_pretrained(str(out)).eval()
+    ids, types, mask = _padded_batch(TINY["vocab_size"])
+    ref, got = _hf_outputs(hf, ids, types, mask), _hf_outputs(back, ids, types, mask)
+    diffs = {k: float(np.abs(ref[k] - got[k]).max()) for k in ref}
+    assert max(diffs.values()) < 1e-6, diffs
+    # And back into bert_jax: identical parameters.
+    model2, params2 = pretrained.load(out)
+    assert type(model2) is type(model)
+    jax.tree.map(np.testing.assert_array_equal, params, params2)
+
+    # A bare encoder (MiniLM, no MLM head) exports as BertModel and still
+    # loads in HF BertForPreTraining, with fresh heads.
+    m, p = pretrained.load(minilm_dir)
+    out2 = pretrained.export_hf(m, p, tmp_path / "minilm", vocab_file=minilm_dir / "vocab.txt")
+    hf2 = transformers.BertForPreTraining.from_pretrained(str(out2))
+    ref_model = transformers.BertModel.from_pretrained(str(minilm_dir))
+    w = ref_model.embeddings.word_embeddings.weight.detach().numpy()
+    np.testing.assert_array_equal(hf2.bert.embeddings.word_embeddings.weight.detach().numpy(), w)
+
+
+def test_pytorch_bin_and_bert_jax_format(tmp_path):
+    hf, d = _hf_pretraining(tmp_path, **TINY)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(d / "config.json", bin_dir / "config.json")
+    torch.save(hf.state_dict(), bin_dir / "pytorch_model.bin")
+    model, params = pretrained.load(bin_dir)
+    ids, types, mask = _padded_batch(TINY["vocab_size"])
+    ref = _hf_outputs(hf, ids, types, mask)
+    assert (
+        max(_max_diffs(model.apply({"params": params}, ids, types, mask), ref, mask).values()) < TOL
+    )
+
+    pretrained.save(tmp_path / "ours", model, params)
+    m2, p2 = pretrained.load(tmp_path / "ours", scan_layers=True)
+    assert m2.config.scan_layers and "layers" in p2["bert"]["encoder"]
+    diffs = _max_diffs(m2.apply({"params": p2}, ids, types, mask), ref, mask)
+    assert max(diffs.values()) < TOL
+    with pytest.raises(FileExistsError):
+        pretrained.save(tmp_path / "ours", model, params)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one clear error naming the file and the problem.
+# ---------------------------------------------------------------------------
+
+
+def test_missing_and_unrecognised_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pretrained.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(pretrained.CheckpointError, match="config.json"):
+        pretrained.load(tmp_path / "empty")
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text(json.dumps({**TINY, "model_type": "bert"}))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        pretrained.load(tmp_path / "noweights")
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "config.json").write_text("{not json")
+    with pytest.raises(pretrained.CheckpointError, match="badjson/config.json: not valid JSON"):
+        pretrained.load(tmp_path / "badjson")
+
+
+def test_unknown_variable_and_wrong_shape(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _, d = _hf_pretraining(tmp_path, **TINY)
+    tensors = load_file(d / "model.safetensors")
+    save_file(
+        {**tensors, "bert.encoder.layer.0.extra.weight": np.zeros(3, np.float32)},
+        d / "model.safetensors",
+    )
+    with pytest.raises(pretrained.CheckpointError, match=r"unknown variables.*extra\.weight"):
+        pretrained.load(d)
+    bad = dict(tensors)
+    bad["bert.encoder.layer.1.intermediate.dense.weight"] = np.zeros((95, 64), np.float32)
+    save_file(bad, d / "model.safetensors")
+    with pytest.raises(pretrained.CheckpointError) as e:
+        pretrained.load(d)
+    msg = str(e.value)
+    assert "model.safetensors" in msg and "layer.1.intermediate.dense.weight" in msg
+    assert "(95, 64)" in msg and "(64, 96)" in msg
+    bad = dict(tensors)
+    del bad["bert.pooler.dense.bias"]
+    save_file(bad, d / "model.safetensors")
+    with pytest.raises(pretrained.CheckpointError, match="missing 1 variables.*pooler.dense.bias"):
+        pretrained.load(d)
+
+
+def test_vocab_size_mismatch_and_unsafe_pickle(tmp_path, minilm_dir):
+    d = tmp_path / "m"
+    shutil.copytree(minilm_dir, d)
+    with open(d / "vocab.txt", "a") as f:
+        f.write("extra_token\n")
+    with pytest.raises(pretrained.CheckpointError, match=r"vocab.txt has 30523 tokens.*30522"):
+        pretrained.load(d)
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "config.json").write_text(json.dumps({**TINY, "model_type": "bert"}))
+    torch.save({"x": object()}, evil / "pytorch_model.bin")  # needs full unpickling
+    with pytest.raises(pretrained.CheckpointError, match="weights-only"):
+        pretrained.load(evil)
+
+
+def test_tf_checkpoint_errors(tmp_path):
+    _, d = _hf_pretraining(tmp_path, hidden_act="gelu_new", **TINY)
+    _write_tf_checkpoint(
+        tmp_path / "tf", d, extra={"bert/encoder/mystery": np.zeros(2, np.float32)}
+    )
+    with pytest.raises(pretrained.CheckpointError, match="bert_model.ckpt.index.*mystery"):
+        pretrained.load(tmp_path / "tf")
