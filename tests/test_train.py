@@ -322,3 +322,18 @@ def test_cli_misspelled_key_is_named(tmp_path):
     )
     assert out.returncode != 0
     assert "learnin_rate" in out.stderr
+
+
+def test_bf16_scan_remat_and_accumulation_from_config(records, tmp_path, single_device_run):
+    """The memory/precision switches are config keys; they train to nearly the same place."""
+    _, ref_losses = single_device_run
+    c = tiny_config(records, mesh_shape=(2, 2, 2))
+    c.model.dtype, c.model.scan_layers, c.model.remat_policy = "bfloat16", True, "save_dots"
+    c.optimizer.grad_accum_steps = 2
+    state, _ = train.run(c, str(tmp_path))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    np.testing.assert_allclose(losses, ref_losses, atol=0.05)
+    layers = state.params["bert"]["encoder"]["layers"]  # stacked by nn.scan
+    assert layers["attention"]["query"]["kernel"].shape[0] == 2
+    assert layers["attention"]["query"]["kernel"].dtype == np.float32  # fp32 master params
