@@ -6,7 +6,9 @@
     `torch.load(weights_only=True)`: never unpickling arbitrary objects);
   * original Google BERT release: `bert_config.json` + `bert_model.ckpt.*`
     (read with `tf.train.load_checkpoint`);
-  * bert_jax: `bert_jax.json` + an orbax `params/` tree (written by `save`).
+  * bert_jax: `bert_jax.json` + an orbax `params/` tree (written by `save`);
+  * a bert_jax training workdir (`config.json` with a `task` + `checkpoints/`):
+    the parameters of its newest complete checkpoint.
 
 Heads load when the checkpoint has them; the returned model is the matching
 task model (`BertForPreTraining`, ...) or the bare `BertModel`. Every tensor
@@ -81,6 +83,8 @@ def detect_format(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{p}: expected a checkpoint directory, got a file")
     if (p / BERT_JAX_FILE).exists():
         return "bert_jax"
+    if (p / "checkpoints").is_dir() and "task" in _read_json(p / "config.json"):
+        return "workdir"
     if (p / "bert_config.json").exists():
         return "tf"
     if (p / "config.json").exists():
@@ -331,6 +335,8 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> tuple[nn.Module, d
     fmt = detect_format(d)
     if fmt == "bert_jax":
         model, params = _load_bert_jax(d)
+    elif fmt == "workdir":
+        model, params = _load_workdir(d)
     elif fmt == "hf":
         cfg_json = _read_json(d / "config.json")
         config = _config_from_json(cfg_json, _HF_ACT, d / "config.json")
@@ -421,6 +427,35 @@ def _load_bert_jax(d: Path):
         bad = sorted(set(got.items()) ^ set(expected.items()))[:5]
         raise CheckpointError(f"{d}/params does not match {meta['model']} with its config: {bad}")
     return model, params
+
+
+def _load_workdir(d: Path):
+    """The params of a training run's newest complete checkpoint, and its model."""
+    import ml_collections
+    import orbax.checkpoint as ocp
+
+    from bert_jax import tasks
+
+    config = ml_collections.ConfigDict(_read_json(d / "config.json"))
+    model = tasks.get(config).model()
+    steps = sorted(int(c.name) for c in (d / "checkpoints").iterdir() if c.name.isdigit())
+    if not steps:
+        raise CheckpointError(f"{d}/checkpoints holds no complete checkpoint")
+    state_dir = (d / "checkpoints" / str(steps[-1]) / "state").absolute()
+    # Restore onto this host's first device whatever mesh wrote it: the
+    # target is the stored shapes and dtypes with a single-device sharding.
+    ckptr = ocp.StandardCheckpointer()
+    stored = ckptr.metadata(state_dir).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: (
+            jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) if hasattr(m, "shape") else m
+        ),
+        stored,
+        is_leaf=lambda x: hasattr(x, "shape"),
+    )
+    restored = ckptr.restore(state_dir, target)
+    return model, jax.tree.map(np.asarray, restored["params"])
 
 
 def _hf_config(model: nn.Module, architecture: str, num_labels: int | None) -> dict[str, Any]:

@@ -255,8 +255,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
         )
         train_source = task.train_source(jax.process_index(), jax.process_count())
         if ckpt.latest_step() is not None:
-            state, data_state = ckpt.restore(abstract)
-            train_source.set_state(data_state[jax.process_index()])
+            state, data_states = ckpt.restore(abstract)
+            # Every host's state was saved; each source takes its own part
+            # (a data shard may have moved host if the host count changed).
+            merged = {}
+            for d in data_states:
+                merged.update(d)
+            train_source.set_state(merged)
             logging.info("resumed from step %d", int(state.step))
         else:
             state = create_state(model, tx, dummy, state_sh, rng)

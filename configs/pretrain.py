@@ -1,40 +1,92 @@
-"""BERT pretraining (MLM + NSP) on TFRecords in the original feature layout.
+"""BERT pretraining (MLM + NSP/SOP) on TFRecords from create_pretraining_data.
 
-Launch (the tiny variant runs on a laptop CPU):
+Arguments: `model=tiny|mini|small|medium|base|large`, `phase=1|2`,
+`recipe=bert|roberta|mlperf`, and `tiny` (or `runlocal`) for a laptop-sized
+run. Launch:
 
-    python -m bert_jax.main --config=configs/pretrain.py:model=tiny,tiny \
-        --workdir=runs/tiny --config.data.train_files='data/*.tfrecord'
+    # Data (original recipe, static masking), then phase 1 at length 128:
+    python -m bert_jax.data.create_pretraining_data --input_file='corpus/*.txt' \
+        --output_file=data/seq128.tfrecord --vocab_file=vocab.txt \
+        --max_seq_length=128 --max_predictions_per_seq=20
+    python -m bert_jax.main --config=configs/pretrain.py:model=base,phase=1 \
+        --workdir=gs://BUCKET/base-p1 --config.data.train_files='data/seq128*.tfrecord'
+    # Phase 2 at length 512, initialised from phase 1's workdir:
+    python -m bert_jax.main --config=configs/pretrain.py:model=base,phase=2 \
+        --workdir=gs://BUCKET/base-p2 --config.init_checkpoint=gs://BUCKET/base-p1 \
+        --config.data.train_files='data/seq512*.tfrecord'
 
-Recipe (BERT paper, Devlin et al. 2019, section A.2; REFERENCES.md):
-batch 256 sequences, 1M steps (90% at length 128, 10% at 512), Adam lr 1e-4,
-b1 0.9, b2 0.999, weight decay 0.01, 10k warmup steps then linear decay,
-dropout 0.1, GELU; max_predictions_per_seq 20 at 128 and 80 at 512
-(google-research/bert README).
+Expected results, with their sources:
+  * recipe=bert (Devlin et al. 2019, section A.2; google-research/bert
+    README): batch 256, 1M steps, 90% at length 128 (20 predictions) and 10%
+    at 512 (80 predictions), Adam lr 1e-4, b1 0.9, b2 0.999, weight decay
+    0.01, 10k warmup steps then linear decay, dropout 0.1. BERT-base then
+    reaches SQuAD v1.1 dev 88.5 F1 / 80.8 EM and GLUE test average 79.6
+    (paper Tables 1-2); the pretraining MLM accuracy is not reported.
+  * recipe=roberta (Liu et al. 2019, RoBERTa, section 4 and Table 9): no
+    NSP, dynamic masking, full sentences packed to 512 across documents
+    (create_pretraining_data --dynamic --objective=none), batch 8k, peak lr
+    6e-4 (base), b2 0.98, 24k warmup steps, 500k steps.
+  * recipe=mlperf (MLPerf Training BERT, mlcommons/training
+    language_model/tensorflow/bert; REFERENCES.md): BERT-large, length 512,
+    76 predictions, LAMB, starts from the reference checkpoint (MLM accuracy
+    about 0.341) and stops at MLM accuracy >= 0.720 on the fixed 10k
+    eval set. Batch size and learning rate are tuned per submission; the
+    values here are placeholders to set (--config.train_batch_size,
+    --config.optimizer.learning_rate).
+  * tiny: runs in minutes on a laptop CPU; `python -m bert_jax.demo` uses it
+    and prints the MLM accuracy it reaches next to the most-frequent-token
+    baseline.
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, model="base", tiny=False, runlocal=False)
+    a = common.parse_arg(arg, model="base", phase=1, recipe="bert", tiny=False, runlocal=False)
+    if a.recipe not in ("bert", "roberta", "mlperf"):
+        raise ValueError(f"recipe={a.recipe!r}: choose bert, roberta or mlperf")
+    if a.phase not in (1, 2):
+        raise ValueError(f"phase={a.phase}: choose 1 or 2")
     c = common.base_config()
     c.task = "pretraining"
     c.model.size = a.model
-    c.max_seq_length = 128
-    c.max_predictions_per_seq = 20
-    c.nsp = True
-    c.train_batch_size = 256
-    c.num_train_steps = 900_000
-    c.optimizer.learning_rate = 1e-4
-    c.optimizer.warmup_steps = 10_000
+    c.nsp = True  # NSP head and loss; False for RoBERTa-style MLM only
+    c.masked_lm_prob = 0.15  # dynamic masking only; static records carry their masks
+    c.whole_word_mask = False
+    c.data.train_files = ""  # comma-separated globs of TFRecords
+    c.data.eval_files = ""
+    c.data.vocab_file = ""  # needed for dynamic-masking records
+    c.data.do_lower_case = True
+    c.data.num_shards = 0  # 0: one data shard per process
+    c.data.shuffle_buffer = 10_000
+    c.best_metric = "eval/mlm_accuracy"
     c.log_every = 100
     c.eval_every = 10_000
     c.checkpoint_every = 10_000
-    c.best_metric = "eval/mlm_accuracy"
-    c.data.train_files = ""
-    c.data.eval_files = ""
+    c.optimizer.learning_rate = 1e-4
+    c.optimizer.warmup_steps = 10_000
+    c.train_batch_size = 256
+    # BERT recipe: 900k steps at 128 then 100k at 512 (paper A.2).
+    if a.phase == 1:
+        c.max_seq_length, c.max_predictions_per_seq, c.num_train_steps = 128, 20, 900_000
+    else:
+        c.max_seq_length, c.max_predictions_per_seq, c.num_train_steps = 512, 80, 100_000
+        c.optimizer.warmup_steps = 1_000
+        c.init_checkpoint = ""  # set to the phase-1 workdir
+    if a.recipe == "roberta":
+        c.nsp = False
+        c.max_seq_length, c.num_train_steps, c.train_batch_size = 512, 500_000, 8192
+        c.optimizer.learning_rate, c.optimizer.warmup_steps, c.optimizer.b2 = 6e-4, 24_000, 0.98
+    elif a.recipe == "mlperf":
+        c.model.size = "large" if a.model == "base" else a.model
+        c.max_seq_length, c.max_predictions_per_seq = 512, 76
+        c.optimizer.name, c.optimizer.warmup_steps = "lamb", 0
+        c.num_train_steps = 10_000
+        c.eval_every = c.checkpoint_every = 500
     if a.tiny or a.runlocal:
         c.model.size = "tiny"
+        c.max_seq_length = min(c.max_seq_length, 128)
+        c.max_predictions_per_seq = min(c.max_predictions_per_seq, 20)
         c.train_batch_size = c.eval_batch_size = 16
         c.num_train_steps = 20
         c.optimizer.warmup_steps = 2

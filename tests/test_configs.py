@@ -38,3 +38,22 @@ def test_unknown_config_argument_is_named():
 
     with pytest.raises(ValueError, match="unknown config argument 'modle'"):
         pretrain.get_config("modle=base")
+
+
+@pytest.mark.parametrize(
+    "arg, expect",
+    [
+        ("model=large,phase=2", dict(max_seq_length=512, max_predictions_per_seq=80, nsp=True)),
+        ("recipe=roberta", dict(max_seq_length=512, nsp=False, train_batch_size=8192)),
+        ("recipe=mlperf", dict(max_seq_length=512, max_predictions_per_seq=76)),
+        ("recipe=mlperf,tiny", dict(max_seq_length=128, train_batch_size=16)),
+    ],
+)
+def test_pretrain_recipes(arg, expect):
+    from configs import pretrain
+
+    c = pretrain.get_config(arg)
+    for key, value in expect.items():
+        assert c[key] == value, (arg, key)
+    if "mlperf" in arg and "tiny" not in arg:
+        assert c.model.size == "large" and c.optimizer.name == "lamb"

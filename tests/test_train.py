@@ -214,7 +214,13 @@ def _free_port():
 
 def test_two_processes_match_one(records, tmp_path):
     """2 processes x 4 CPU devices (gloo collectives) == 1 process x 8 devices."""
-    extra = ["--config.num_train_steps=3", "--config.mesh_shape=(2,2,2)", "--config.log_every=1"]
+    # Two data shards in both runs, so the global batches are the same.
+    extra = [
+        "--config.num_train_steps=3",
+        "--config.mesh_shape=(2,2,2)",
+        "--config.log_every=1",
+        "--config.data.num_shards=2",
+    ]
     port = _free_port()
     wd = tmp_path / "multi"
     env = _env(devices=4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
@@ -238,7 +244,7 @@ def test_two_processes_match_one(records, tmp_path):
     outs = [p.communicate(timeout=400)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
-    c = tiny_config(records, mesh_shape=(2, 2, 2))
+    c = tiny_config(records, mesh_shape=(2, 2, 2), **{"data.num_shards": 2})
     c.model.num_heads, c.model.intermediate_size = None, None
     ref_state, _ = train.run(c, str(tmp_path / "single"))
     got = _restore_params(wd, c)
@@ -276,6 +282,18 @@ def test_init_checkpoint_loads_encoder_and_logs_fresh(records, tmp_path, caplog)
         want = want_bert[k] if k.startswith("['bert']") else want_fresh[k]
         np.testing.assert_array_equal(got[k], want, err_msg=k)
     assert "not loaded (fresh init)" in caplog.text and "mlm/transform/kernel" in caplog.text
+
+    # A training workdir is a checkpoint too (phase 2 starts from phase 1 so):
+    # every parameter comes from its newest checkpoint, written on another mesh.
+    c3 = tiny_config(
+        records,
+        num_train_steps=1,
+        init_checkpoint=str(tmp_path / "a"),
+        **{"optimizer.learning_rate": 0.0, "optimizer.warmup_steps": 0},
+    )
+    state3, _ = train.run(c3, str(tmp_path / "c"), devices=jax.devices()[:1])
+    for k, v in _flat(state3.params).items():
+        np.testing.assert_array_equal(v, want_bert[k], err_msg=k)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
+from bert_jax.data import corpus
+
 # name -> (dtype, length key): "seq" = max_seq_length, "pred" =
 # max_predictions_per_seq, 1 = a scalar stored as a length-1 list.
 FEATURES = {
@@ -31,19 +33,10 @@ def _length(kind, max_seq_length: int, max_predictions: int) -> int:
 
 
 def expand_files(patterns: str | Iterable[str]) -> list[str]:
-    """Comma-separated globs (the original scripts' `--input_file`) -> sorted files."""
-    if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p.strip()]
-    files = []
-    for p in patterns:
-        found = sorted(tf.io.gfile.glob(p.strip())) if any(c in p for c in "*?[") else [p.strip()]
-        if not found:
-            raise FileNotFoundError(f"no files match {p!r}")
-        files += found
-    for f in files:
-        if not tf.io.gfile.exists(f):
-            raise FileNotFoundError(f"{f} does not exist")
-    return files
+    """Comma-separated globs (or a list of them) -> sorted files; see corpus.expand_inputs."""
+    if not isinstance(patterns, str):
+        patterns = ",".join(patterns)
+    return corpus.expand_inputs(patterns)
 
 
 def write_tfrecord(path: str, examples: dict[str, np.ndarray]) -> None:
@@ -62,11 +55,43 @@ def write_tfrecord(path: str, examples: dict[str, np.ndarray]) -> None:
             w.write(ex.SerializeToString())
 
 
-def _check_file(path: str, max_seq_length: int, max_predictions: int) -> None:
+# Dynamic-masking records (create_pretraining_data --dynamic) carry only these;
+# the loader draws the masks.
+UNMASKED = ("input_ids", "input_mask", "segment_ids", "next_sentence_labels")
+
+
+def parse_spec(max_seq_length: int, max_predictions: int, dynamic: bool = False) -> dict:
+    """tf.io.parse_example spec for static (all features) or dynamic records."""
+    return {
+        name: tf.io.FixedLenFeature([_length(kind, max_seq_length, max_predictions)], dtype)
+        for name, (dtype, kind) in FEATURES.items()
+        if not dynamic or name in UNMASKED
+    }
+
+
+def check_files(files: list[str], max_seq_length: int, max_predictions: int) -> bool:
+    """Validate every file's first record; True if the records are dynamic (unmasked).
+
+    Raises a ValueError naming the file for a missing or differently-shaped
+    feature, an empty file, or a mix of static and dynamic files.
+    """
+    kinds = {f: _check_file(f, max_seq_length, max_predictions) for f in files}
+    if len(set(kinds.values())) > 1:
+        dyn = [f for f, d in kinds.items() if d]
+        raise ValueError(
+            f"mixed static and dynamic-masking files, e.g. {dyn[0]} has no masked_lm_* features"
+        )
+    return next(iter(kinds.values()))
+
+
+def _check_file(path: str, max_seq_length: int, max_predictions: int) -> bool:
     """Validate the first record's features so a mismatch names this file."""
     for raw in tf.data.TFRecordDataset(path).take(1):
         ex = tf.train.Example.FromString(raw.numpy())
+        dynamic = "masked_lm_positions" not in ex.features.feature
         for name, (dtype, kind) in FEATURES.items():
+            if dynamic and name not in UNMASKED:
+                continue
             if name not in ex.features.feature:
                 raise ValueError(
                     f"{path}: feature {name!r} is missing (has {sorted(ex.features.feature)})"
@@ -80,7 +105,7 @@ def _check_file(path: str, max_seq_length: int, max_predictions: int) -> None:
                     f"expected {want} for max_seq_length={max_seq_length}, "
                     f"max_predictions_per_seq={max_predictions}"
                 )
-        return
+        return dynamic
     raise ValueError(f"{path}: contains no records")
 
 
@@ -89,20 +114,17 @@ def read_tfrecords(
 ) -> dict[str, np.ndarray]:
     """Read every example of the files into aligned int32/float32 arrays."""
     files = expand_files(patterns)
-    for f in files:
-        _check_file(f, max_seq_length, max_predictions)
-    spec = {
-        name: tf.io.FixedLenFeature([_length(kind, max_seq_length, max_predictions)], dtype)
-        for name, (dtype, kind) in FEATURES.items()
-    }
-    ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in FEATURES}
-    for batch in ds.batch(4096).as_numpy_iterator():
-        for k in FEATURES:
+    spec = parse_spec(
+        max_seq_length, max_predictions, check_files(files, max_seq_length, max_predictions)
+    )
+    ds = tf.data.TFRecordDataset(files).batch(4096).map(lambda r: tf.io.parse_example(r, spec))
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in spec}
+    for batch in ds.as_numpy_iterator():
+        for k in spec:
             cols[k].append(batch[k])
     out = {}
-    for k, (dtype, _) in FEATURES.items():
+    for k in spec:
         arr = np.concatenate(cols[k])
-        out[k] = arr.astype(np.float32 if dtype == tf.float32 else np.int32)
+        out[k] = arr.astype(np.float32 if arr.dtype == np.float32 else np.int32)
     out["next_sentence_labels"] = out["next_sentence_labels"][:, 0]
     return out

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import pretraining_records
+from bert_jax.data import pretraining_loader, pretraining_records
 from bert_jax.data.array_source import ArraySource
+from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.models.bert import BertConfig, config_for_size
 from bert_jax.models.heads import BertForPreTraining
 
@@ -105,28 +106,59 @@ class PretrainingTask:
             out["nsp_loss"] = stats["nsp_loss_sum"] / max(stats["nsp_count"], 1e-9)
         return out
 
-    def _read(self, files: str):
-        return pretraining_records.read_tfrecords(files, self.seq_len, self.num_predictions)
+    def _masking(self) -> pretraining_loader.MaskingSpec | None:
+        d = self.config.data
+        if not d.vocab_file:
+            return None
+        tok = BertTokenizer(d.vocab_file, do_lower_case=d.do_lower_case)
+        return pretraining_loader.MaskingSpec.from_tokenizer(
+            tok, self.config.masked_lm_prob, self.config.whole_word_mask
+        )
 
-    def train_source(self, process_index: int, process_count: int) -> ArraySource:
-        if not self.config.data.train_files:
+    def train_source(self, process_index: int, process_count: int):
+        d = self.config.data
+        if not d.train_files:
             raise ValueError(
                 "config key data.train_files is empty: point it at pretraining "
-                "TFRecords (original BERT feature layout)"
+                "TFRecords (bert_jax.data.create_pretraining_data)"
             )
-        return ArraySource(
-            self._read(self.config.data.train_files),
-            self.config.train_batch_size,
+        return pretraining_loader.PretrainingLoader(
+            d.train_files,
+            max_seq_length=self.seq_len,
+            max_predictions=self.num_predictions,
+            global_batch_size=self.config.train_batch_size,
             seed=self.config.seed,
+            num_shards=d.num_shards,
             process_index=process_index,
             process_count=process_count,
+            shuffle_buffer=d.shuffle_buffer,
+            masking=self._masking(),
         )
 
     def eval_source(self, process_index: int, process_count: int) -> ArraySource | None:
-        if not self.config.data.eval_files:
+        """The held-out set, in memory; dynamic records get one fixed masking."""
+        d = self.config.data
+        if not d.eval_files:
             return None
+        arrays = pretraining_records.read_tfrecords(
+            d.eval_files, self.seq_len, self.num_predictions
+        )
+        if "masked_lm_positions" not in arrays:
+            masking = self._masking()
+            if masking is None:
+                raise ValueError(f"{d.eval_files}: dynamic-masking records need data.vocab_file")
+            rng = np.random.default_rng([self.config.seed, 1])  # the same masks every eval
+            ids, pos, labels, w = pretraining_loader.mask_batch(
+                arrays["input_ids"], masking, self.num_predictions, rng
+            )
+            arrays |= {
+                "input_ids": ids,
+                "masked_lm_positions": pos,
+                "masked_lm_ids": labels,
+                "masked_lm_weights": w,
+            }
         return ArraySource(
-            self._read(self.config.data.eval_files),
+            arrays,
             self.config.eval_batch_size,
             shuffle=False,
             drop_remainder=False,
