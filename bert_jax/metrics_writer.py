@@ -60,3 +60,17 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def encoder_train_flops(config, seq_len: int, predictions: int = 0) -> float:
+    """Training FLOPs of one sequence (REFERENCES.md, "Throughput anchors").
+
+    3 x forward; forward = layers x (24 s d^2 + 4 s^2 d) for a 4d feed-forward
+    (generally 2 s (4 d^2 + 2 d f) + 4 s^2 d per layer), plus the MLM head at
+    the p predicted positions p x (2 d^2 + 2 d V). Embedding lookups,
+    LayerNorm, softmax and small heads are left out, as in that formula.
+    """
+    s, d, f = seq_len, config.hidden_size, config.intermediate_size
+    layer = 2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d
+    mlm = predictions * (2 * d * d + 2 * d * config.vocab_size)
+    return 3.0 * (config.num_layers * layer + mlm)

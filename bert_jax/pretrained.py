@@ -361,6 +361,25 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> tuple[nn.Module, d
     return _with_overrides(model, params, config_overrides)
 
 
+def load_config(path: str | os.PathLike) -> BertConfig:
+    """The architecture of a checkpoint directory, reading only its config file."""
+    d = Path(path)
+    fmt = detect_format(d)
+    if fmt == "hf":
+        return _config_from_json(_read_json(d / "config.json"), _HF_ACT, d / "config.json")
+    if fmt == "tf":
+        return _config_from_json(
+            _read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json"
+        )
+    if fmt == "bert_jax":
+        return BertConfig.from_dict(_read_json(d / BERT_JAX_FILE)["config"])
+    import ml_collections
+
+    from bert_jax.tasks import model_setup
+
+    return model_setup.model_config(ml_collections.ConfigDict(_read_json(d / "config.json")))
+
+
 def _model_kwargs(model: nn.Module) -> dict[str, Any]:
     kw = {
         f.name: getattr(model, f.name)

@@ -195,15 +195,27 @@ def eval_step(params, batch, *, model, task):
     return task.eval_stats(out, batch)
 
 
-def evaluate(eval_fn, params, source, batch_sharding) -> dict[str, float] | None:
+def evaluate(eval_fn, params, source, batch_sharding) -> dict[str, Any] | None:
+    """One pass over the held-out source.
+
+    The task's `eval_stats` returns scalars (summed over batches: counts and
+    loss sums) and per-example arrays (concatenated: predictions and labels
+    for metrics that do not decompose, like MCC or Spearman); `valid` marks
+    the padding rows of the last batch.
+    """
     if source is None:
         return None
-    totals: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in source.one_epoch():
-        stats = jax.device_get(eval_fn(params, global_batch(batch, batch_sharding)))
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    return totals
+        out = jax.device_get(eval_fn(params, global_batch(batch, batch_sharding)))
+        for k, v in out.items():
+            v = np.asarray(v)
+            if v.ndim == 0:
+                sums[k] = sums.get(k, 0.0) + float(v)
+            else:
+                parts.setdefault(k, []).append(v)
+    return sums | {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -235,6 +247,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
     validate(config, workdir, mesh, model)
     wd = epath.Path(workdir)
+    train_source = task.train_source(jax.process_index(), jax.process_count())
+    if config.get("num_train_epochs"):
+        # Fine-tuning counts epochs; as run_classifier.py: int(N / batch * epochs).
+        steps = int(task.num_train_examples() / config.train_batch_size * config.num_train_epochs)
+        with config.unlocked():
+            config.num_train_steps = max(steps, 1)
     if jax.process_index() == 0:
         (wd / "config.json").write_text(config.to_json_best_effort(indent=2))
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -253,7 +271,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
             best_metric=config.best_metric or None,
             best_mode=config.best_mode,
         )
-        train_source = task.train_source(jax.process_index(), jax.process_count())
         if ckpt.latest_step() is not None:
             state, data_states = ckpt.restore(abstract)
             # Every host's state was saved; each source takes its own part
@@ -283,18 +300,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
             out_shardings=(state_sh, None),
             donate_argnums=0,
         )
+        # Replicated outputs: every host can read all of them (multi-host).
         eval_fn = jax.jit(
             functools.partial(eval_step, model=model, task=task),
             in_shardings=(state_sh.params, batch_sh),
+            out_shardings=NamedSharding(mesh, PartitionSpec()),
         )
 
         def run_eval(step):
-            totals = evaluate(eval_fn, state.params, eval_source, batch_sh)
-            if totals is None:
-                return {}
-            m = {f"eval/{k}": v for k, v in task.finalize(totals).items()}
-            writer.write(step, m)
-            logging.info("step %d eval %s", step, m)
+            sources = eval_source if isinstance(eval_source, dict) else {"": eval_source}
+            m = {}
+            for suffix, source in (sources or {}).items():
+                totals = evaluate(eval_fn, state.params, source, batch_sh)
+                if totals is not None:
+                    m |= {f"eval/{k}{suffix}": v for k, v in task.finalize(totals).items()}
+            if m:
+                writer.write(step, m)
+                logging.info("step %d eval %s", step, m)
             return m
 
         def save(step, metrics=None, force=False):

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax.tasks.pretraining import model_config
+from bert_jax.tasks.model_setup import model_config
 
 CONFIGS = sorted(
     p.stem
     for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py")
-    if p.stem not in ("__init__", "common")
+    if "def get_config" in p.read_text()
 )
 COMMON_KEYS = ("task", "seed", "num_train_steps", "train_batch_size", "eval_batch_size",
                "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "mesh_shape",
@@ -27,7 +27,11 @@ def test_config_builds(name, arg):
         assert key in config, f"configs/{name}.py lacks {key}"
     for key in OPTIMIZER_KEYS:
         assert key in config.optimizer, f"configs/{name}.py lacks optimizer.{key}"
-    model_config(config)  # the model settings make a valid BertConfig
+    if config.model.size or config.init_checkpoint:
+        model_config(config)  # the model settings make a valid BertConfig
+    else:  # fine-tuning takes its architecture from init_checkpoint, which is unset
+        with pytest.raises(ValueError, match="init_checkpoint"):
+            model_config(config)
     if arg == "tiny":
         assert config.model.size in ("tiny", "mini")
         assert config.train_batch_size <= 32 and config.num_train_steps <= 1000

@@ -11,9 +11,14 @@ from typing import Any
 
 def get(config: Any):
     """Build the task named by `config.task`."""
-    from bert_jax.tasks import pretraining
+    from bert_jax.tasks import classification, ner, pretraining
 
-    registry = {"pretraining": pretraining.PretrainingTask}
+    registry = {
+        "pretraining": pretraining.PretrainingTask,
+        "glue": classification.ClassificationTask,
+        "classify": classification.ClassificationTask,
+        "ner": ner.NerTask,
+    }
     if config.task not in registry:
         raise ValueError(
             f"unknown task {config.task!r} (config key 'task'); known tasks: {sorted(registry)}"

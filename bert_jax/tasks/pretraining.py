@@ -15,14 +15,9 @@ import optax
 from bert_jax.data import pretraining_loader, pretraining_records
 from bert_jax.data.array_source import ArraySource
 from bert_jax.data.tokenizer import BertTokenizer
-from bert_jax.models.bert import BertConfig, config_for_size
+from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForPreTraining
-
-
-def model_config(config) -> BertConfig:
-    """config.model (size + BertConfig field overrides; None = the size's) -> BertConfig."""
-    overrides = {k: v for k, v in config.model.items() if k != "size" and v is not None}
-    return config_for_size(config.model.size, **overrides)
+from bert_jax.tasks.model_setup import model_config
 
 
 class PretrainingTask:
@@ -167,16 +162,7 @@ class PretrainingTask:
         )
 
     def flops_per_example(self) -> float:
-        """Training FLOPs of one sequence (REFERENCES.md "Throughput anchors").
-
-        3 x forward; forward = layers x (24 s d^2 + 4 s^2 d) + the MLM head at
-        the p predicted positions p x (2 d^2 + 2 d V). Embedding lookups,
-        LayerNorm and softmax are ignored, as in that formula.
-        """
-        c = model_config(self.config)
-        s, d, p, v = self.seq_len, c.hidden_size, self.num_predictions, c.vocab_size
-        layer = 2 * s * (4 * d * d + 2 * d * c.intermediate_size) + 4 * s * s * d
-        return 3.0 * (c.num_layers * layer + p * (2 * d * d + 2 * d * v))
+        return encoder_train_flops(model_config(self.config), self.seq_len, self.num_predictions)
 
     def tokens_per_example(self) -> int:
         return self.seq_len

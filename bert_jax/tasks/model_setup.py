@@ -1,0 +1,62 @@
+"""The model architecture and tokenizer a training config asks for.
+
+With `init_checkpoint` set, the architecture comes from the checkpoint; an
+explicit `model.size` or architecture field that disagrees with it is an
+error naming the key, while numerics (dtype, dropout, scan, remat) may be
+changed freely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bert_jax.models.bert import SIZES, BertConfig, config_for_size
+
+# Fields that fix parameter shapes (checked against a checkpoint).
+ARCHITECTURE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size")  # fmt: skip
+
+
+def model_config(config) -> BertConfig:
+    """config.model (size + BertConfig field overrides; None = unset) -> BertConfig."""
+    overrides = {k: v for k, v in config.model.items() if k != "size" and v is not None}
+    init = config.get("init_checkpoint", "")
+    if not init:
+        if not config.model.size:
+            raise ValueError("set model.size (one of "
+                             f"{list(SIZES)}) or init_checkpoint")  # fmt: skip
+        return config_for_size(config.model.size, **overrides)
+    from bert_jax import pretrained
+
+    ckpt = pretrained.load_config(init)
+    if config.model.size:
+        sized = config_for_size(config.model.size)
+        for key in ARCHITECTURE[1:5]:
+            if getattr(sized, key) != getattr(ckpt, key):
+                raise ValueError(
+                    f"model.size={config.model.size!r} conflicts with init_checkpoint {init}: "
+                    f"{key} {getattr(sized, key)} vs {getattr(ckpt, key)} (leave model.size "
+                    "empty to take the architecture from the checkpoint)"
+                )
+    for key in ARCHITECTURE:
+        if key in overrides and overrides[key] != getattr(ckpt, key):
+            raise ValueError(f"model.{key}={overrides[key]} conflicts with init_checkpoint "
+                             f"{init} ({key}={getattr(ckpt, key)})")  # fmt: skip
+    return dataclasses.replace(ckpt, **overrides)
+
+
+def vocab_file(config) -> str:
+    """data.vocab_file, else the init checkpoint's vocab.txt."""
+    if config.data.get("vocab_file"):
+        return config.data.vocab_file
+    init = config.get("init_checkpoint", "")
+    if init and (Path(init) / "vocab.txt").exists():
+        return str(Path(init) / "vocab.txt")
+    raise ValueError("set data.vocab_file (the init checkpoint has no vocab.txt)")
+
+
+def tokenizer(config):
+    from bert_jax.data.tokenizer import BertTokenizer
+
+    return BertTokenizer(vocab_file(config), do_lower_case=config.data.get("do_lower_case", True))

@@ -1,0 +1,47 @@
+"""Keys every fine-tuning config adds to configs/common.py.
+
+Defaults are the BERT paper's GLUE recipe (Devlin et al. 2019, section 4.1
+and appendix A.3): batch 32, 3 epochs, learning rate chosen among
+{5e-5, 4e-5, 3e-5, 2e-5} on dev, linear warmup over the first 10% of steps
+(`run_classifier.py` warmup_proportion 0.1), AdamW with weight decay 0.01,
+dropout 0.1, sequence length 128.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def base_config(model: str = "") -> ml_collections.ConfigDict:
+    c = common.base_config()
+    # Empty model.size: the architecture comes from init_checkpoint.
+    c.model.size = model
+    c.init_checkpoint = ""
+    c.max_seq_length = 128
+    c.train_batch_size = 32
+    c.eval_batch_size = 64
+    c.num_train_epochs = 3.0  # num_train_steps is derived from it (0 to use steps)
+    c.optimizer.learning_rate = 2e-5
+    c.optimizer.warmup_steps = 0
+    c.optimizer.warmup_proportion = 0.1
+    c.log_every = 50
+    c.eval_every = 0  # evaluate at the end only
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 1
+    c.data.data_dir = ""  # local files in the task's original format; empty: TFDS
+    c.data.vocab_file = ""  # empty: the init checkpoint's vocab.txt
+    c.data.do_lower_case = True
+    c.data.max_train_examples = 0  # 0: all
+    return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink to a laptop CPU run (a tiny random model unless a checkpoint is set)."""
+    c.model.size = "tiny" if not c.init_checkpoint else c.model.size
+    c.max_seq_length = 64
+    c.train_batch_size = c.eval_batch_size = 16
+    c.num_train_epochs = 0.0
+    c.num_train_steps = 20
+    c.log_every = 10
+    c.data.max_train_examples = 320
+    return c
