@@ -373,7 +373,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
                     eval_metrics = run_eval(step)
                     last_metrics = eval_metrics or last_metrics
                 stop = guard.should_stop()
-                if stop or ckpt.should_save(step):
+                # The last step is saved after the final eval, with its metrics.
+                if stop or (ckpt.should_save(step) and step < config.num_train_steps):
                     save(step, eval_metrics, force=stop)
                 if stop:
                     logging.warning("preemption signal: saved step %d, exiting", step)

@@ -53,8 +53,9 @@ def get_config(arg: str | None = None):
     c.nsp = True  # NSP head and loss; False for RoBERTa-style MLM only
     c.masked_lm_prob = 0.15  # dynamic masking only; static records carry their masks
     c.whole_word_mask = False
-    c.data.train_files = ""  # comma-separated globs of TFRecords
+    c.data.train_files = ""  # comma-separated globs of TFRecords, or "embedded"
     c.data.eval_files = ""
+    c.data.embedded_dir = ""  # where "embedded" data is built (default ~/.cache/bert_jax)
     c.data.vocab_file = ""  # needed for dynamic-masking records
     c.data.do_lower_case = True
     c.data.num_shards = 0  # 0: one data shard per process
@@ -84,6 +85,10 @@ def get_config(arg: str | None = None):
         c.num_train_steps = 10_000
         c.eval_every = c.checkpoint_every = 500
     if a.tiny or a.runlocal:
+        # Offline: pretraining data built from the standard library's
+        # docstrings (bert_jax/data/embedded_pretraining.py) unless set.
+        c.data.train_files = c.data.eval_files = "embedded"
+        c.model.vocab_size = 8000  # embedded_pretraining.VOCAB_SIZE
         c.model.size = "tiny"
         c.max_seq_length = min(c.max_seq_length, 128)
         c.max_predictions_per_seq = min(c.max_predictions_per_seq, 20)

@@ -356,3 +356,25 @@ def test_bf16_scan_remat_and_accumulation_from_config(records, tmp_path, single_
     layers = state.params["bert"]["encoder"]["layers"]  # stacked by nn.scan
     assert layers["attention"]["query"]["kernel"].shape[0] == 2
     assert layers["attention"]["query"]["kernel"].dtype == np.float32  # fp32 master params
+
+
+def test_tiny_pretraining_runs_out_of_the_box(tmp_path):
+    """The issue's command, offline: data is built from the embedded corpus."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bert_jax.main",
+            "--config=configs/pretrain.py:tiny",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.data.embedded_dir={tmp_path / 'data'}",
+        ],
+        cwd=REPO,
+        env=_env(devices=1),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/mlm_accuracy" in r] == [10, 20]
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [10, 20]

@@ -31,7 +31,8 @@ def model_config(config) -> BertConfig:
 
     ckpt = pretrained.load_config(init)
     if config.model.size:
-        sized = config_for_size(config.model.size)
+        arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE}
+        sized = config_for_size(config.model.size, **arch)
         for key in ARCHITECTURE[1:5]:
             if getattr(sized, key) != getattr(ckpt, key):
                 raise ValueError(

@@ -8,11 +8,13 @@ two-way classifier; the total is their sum.
 
 from __future__ import annotations
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import pretraining_loader, pretraining_records
+from bert_jax.data import embedded_pretraining, pretraining_loader, pretraining_records
 from bert_jax.data.array_source import ArraySource
 from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.metrics_writer import encoder_train_flops
@@ -26,6 +28,7 @@ class PretrainingTask:
         self.seq_len = config.max_seq_length
         self.num_predictions = config.max_predictions_per_seq
         self.use_nsp = config.nsp
+        self._embedded = None  # paths of the embedded-corpus data, once built
 
     def model(self) -> BertForPreTraining:
         return BertForPreTraining(model_config(self.config), nsp=self.use_nsp)
@@ -101,11 +104,28 @@ class PretrainingTask:
             out["nsp_loss"] = stats["nsp_loss_sum"] / max(stats["nsp_count"], 1e-9)
         return out
 
+    def _files(self, key: str) -> str:
+        """data.<key>, or the embedded corpus's records when it is "embedded"."""
+        d = self.config.data
+        if d[key] != "embedded":
+            return d[key]
+        if self._embedded is None:
+            root = os.path.expanduser(d.embedded_dir or "~/.cache/bert_jax")
+            self._embedded = embedded_pretraining.prepare(root, self.seq_len, self.num_predictions)
+            size = embedded_pretraining.vocab_size(self._embedded)
+            if size != model_config(self.config).vocab_size:
+                raise ValueError(
+                    f"{self._embedded['vocab_txt']} has {size} tokens but "
+                    f"model.vocab_size is {model_config(self.config).vocab_size}"
+                )
+        return str(self._embedded[key.replace("_files", "_tfrecord")])
+
     def _masking(self) -> pretraining_loader.MaskingSpec | None:
         d = self.config.data
-        if not d.vocab_file:
+        vocab = d.vocab_file or (str(self._embedded["vocab_txt"]) if self._embedded else "")
+        if not vocab:
             return None
-        tok = BertTokenizer(d.vocab_file, do_lower_case=d.do_lower_case)
+        tok = BertTokenizer(vocab, do_lower_case=d.do_lower_case)
         return pretraining_loader.MaskingSpec.from_tokenizer(
             tok, self.config.masked_lm_prob, self.config.whole_word_mask
         )
@@ -118,7 +138,7 @@ class PretrainingTask:
                 "TFRecords (bert_jax.data.create_pretraining_data)"
             )
         return pretraining_loader.PretrainingLoader(
-            d.train_files,
+            self._files("train_files"),
             max_seq_length=self.seq_len,
             max_predictions=self.num_predictions,
             global_batch_size=self.config.train_batch_size,
@@ -136,7 +156,7 @@ class PretrainingTask:
         if not d.eval_files:
             return None
         arrays = pretraining_records.read_tfrecords(
-            d.eval_files, self.seq_len, self.num_predictions
+            self._files("eval_files"), self.seq_len, self.num_predictions
         )
         if "masked_lm_positions" not in arrays:
             masking = self._masking()

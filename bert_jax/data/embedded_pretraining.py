@@ -1,0 +1,75 @@
+"""Pretraining data from the embedded corpus, built once into a directory.
+
+`configs/pretrain.py:tiny` (and the demo) train offline on it: the Python
+standard library's docstrings (`embedded_corpus`), 10% of the documents held
+out, an 8,000-piece WordPiece vocabulary built from the training documents,
+and examples made with the original recipe. Everything is deterministic, so
+every host of a multi-host job builds the same files; a directory that
+already holds them is reused.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+VOCAB_SIZE = 8000
+FILES = ("train.txt", "eval.txt", "vocab.txt", "train.tfrecord", "eval.tfrecord")
+
+
+def prepare(
+    out_dir: str,
+    max_seq_length: int,
+    max_predictions: int,
+    dupe_factor: int = 5,
+    vocab_size: int = VOCAB_SIZE,
+    verbose: bool = True,
+) -> dict[str, Path]:
+    """Corpus -> vocabulary -> TFRecords in `out_dir`; returns the paths by name."""
+    from bert_jax.data import build_vocab, corpus, embedded_corpus
+    from bert_jax.data import create_pretraining_data as cpd
+    from bert_jax.data.pretraining_instances import RecipeConfig
+
+    d = (
+        Path(out_dir)
+        / f"embedded-v{vocab_size}-s{max_seq_length}-p{max_predictions}-d{dupe_factor}"
+    )
+    paths = {f.replace(".", "_"): d / f for f in FILES}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    say = print if verbose else (lambda *a, **k: None)
+    d.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    docs = list(embedded_corpus.embedded_documents())
+    n_eval = max(1, len(docs) // 10)
+    corpus.write_text_corpus(docs[:-n_eval], str(paths["train_txt"]))
+    corpus.write_text_corpus(docs[-n_eval:], str(paths["eval_txt"]))
+    n_sent = sum(len(doc) for doc in docs)
+    say(
+        f"corpus: {len(docs)} documents, {n_sent} sentences from the standard library's "
+        f"docstrings ({time.time() - t:.1f} s); {n_eval} documents held out"
+    )
+    tokens = build_vocab.build_vocab(
+        (s for doc in docs[:-n_eval] for s in doc), vocab_size=vocab_size, do_lower_case=True
+    )
+    build_vocab.write_vocab(tokens, str(paths["vocab_txt"]))
+    say(f"vocabulary: {len(tokens)} word pieces")
+    for split, dupe in (("train", dupe_factor), ("eval", 1)):
+        counts = cpd.run(
+            [str(paths[f"{split}_txt"])],
+            [str(paths[f"{split}_tfrecord"])],
+            str(paths["vocab_txt"]),
+            RecipeConfig(
+                max_seq_length=max_seq_length,
+                max_predictions_per_seq=max_predictions,
+                dupe_factor=dupe,
+            ),
+            num_workers=1,
+        )
+        say(f"{split} examples: {counts['examples']}")
+    return paths
+
+
+def vocab_size(paths: dict[str, Path]) -> int:
+    with open(paths["vocab_txt"], encoding="utf-8") as f:
+        return sum(1 for _ in f)
