@@ -387,6 +387,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
         save(step, last_metrics or None, force=True)  # skipped if this step is saved
         ckpt.close()
     writer.close()
+    if jax.process_index() == 0 and hasattr(task, "write_predictions"):
+        task.write_predictions(wd)  # e.g. SQuAD predictions.json from the final eval
     if jax.process_index() == 0 and last_metrics:
         results = {
             "step": step,
@@ -404,6 +406,9 @@ def gather_data_states(local_state: dict) -> list[dict]:
         return [local_state]
     from jax.experimental import multihost_utils
 
-    encoded = np.frombuffer(json.dumps(local_state).ljust(256).encode(), np.uint8)
+    text = json.dumps(local_state)
+    if len(text) > 65536:  # allgather needs one fixed size on every host
+        raise ValueError(f"data iterator state of {len(text)} bytes exceeds 65536")
+    encoded = np.frombuffer(text.ljust(65536).encode(), np.uint8)
     everyone = multihost_utils.process_allgather(encoded)
     return [json.loads(bytes(row).decode()) for row in np.asarray(everyone)]

@@ -3,9 +3,13 @@
 `configs/pretrain.py:tiny` (and the demo) train offline on it: the Python
 standard library's docstrings (`embedded_corpus`), 10% of the documents held
 out, an 8,000-piece WordPiece vocabulary built from the training documents,
-and examples made with the original recipe. Everything is deterministic, so
-every host of a multi-host job builds the same files; a directory that
-already holds them is reused.
+and examples made with the original recipe. The files are built once and
+reused from the directory. The example creation is deterministic, but the
+Rust WordPiece trainer (`tokenizers`) breaks ties between equally frequent
+merges in hash order, so two builds of the vocabulary can differ in a few
+rare pieces (about 10 of 8,000 here): a multi-host job should build the
+data once on shared storage (or point data.* at files it made) rather than
+on every host.
 """
 
 from __future__ import annotations

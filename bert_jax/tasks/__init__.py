@@ -11,13 +11,14 @@ from typing import Any
 
 def get(config: Any):
     """Build the task named by `config.task`."""
-    from bert_jax.tasks import classification, ner, pretraining
+    from bert_jax.tasks import classification, ner, pretraining, squad
 
     registry = {
         "pretraining": pretraining.PretrainingTask,
         "glue": classification.ClassificationTask,
         "classify": classification.ClassificationTask,
         "ner": ner.NerTask,
+        "squad": squad.SquadTask,
     }
     if config.task not in registry:
         raise ValueError(

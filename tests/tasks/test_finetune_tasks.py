@@ -37,7 +37,7 @@ def _tiny(c, shared_data, vocab="bert-base-uncased"):
         ("sst2", {"eval/accuracy"}),
         ("stsb", {"eval/pearson", "eval/spearman"}),
         ("cola", {"eval/mcc"}),
-    ],  # fmt: skip
+    ],
 )
 def test_glue_tasks_train_and_report_official_metrics(task, keys, shared_data, tmp_path):
     c = _tiny(glue.get_config(f"task={task},tiny"), shared_data)
@@ -50,8 +50,11 @@ def test_glue_tasks_train_and_report_official_metrics(task, keys, shared_data, t
 
 def test_classify_local_csv_from_real_imdb_reviews(shared_data, tmp_path):
     reviews = shared_data / "imdb" / "aclImdb" / "test"
-    rows = [(p.read_text(encoding="utf-8"), label) for label in ("pos", "neg")
-            for p in sorted((reviews / label).glob("*.txt"))[:60]]  # fmt: skip
+    rows = [
+        (p.read_text(encoding="utf-8"), label)
+        for label in ("pos", "neg")
+        for p in sorted((reviews / label).glob("*.txt"))[:60]
+    ]
     for name, part in (("train.csv", rows[::2]), ("dev.csv", rows[1::2])):
         with open(tmp_path / name, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
@@ -87,3 +90,36 @@ def test_checkpoint_architecture_conflicts_are_named(minilm_dir, shared_data, tm
 def test_unknown_glue_task_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown GLUE task 'sst3'.*'sst2'"):
         glue.get_config("task=sst3")
+
+
+def test_squad_predictions_match_the_official_evaluation(shared_data, tmp_path):
+    """Train briefly on real dev questions, write predictions.json, score it with the CLI."""
+    import subprocess
+    import sys
+
+    from configs import squad
+
+    c = _tiny(squad.get_config("version=1.1,tiny"), shared_data)
+    squad_dir = shared_data / "squad" / "v1.1"
+    c.data.data_dir = str(squad_dir)
+    c.data.train_file = c.data.eval_file = "dev-v1.1.json"  # the only SQuAD file here
+    c.data.max_eval_examples = 150
+    metrics = _run(c, tmp_path)
+    assert set(metrics) == {"eval/exact_match", "eval/f1"}
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    assert len(predictions) == 150
+    # The CLI scores every dev question; unanswered ones count as wrong.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bert_jax.tasks.squad_eval",
+            str(squad_dir / "dev-v1.1.json"),
+            str(tmp_path / "predictions.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    full = json.loads(out.stdout)
+    assert full["f1"] == pytest.approx(metrics["eval/f1"] * 150 / 10570, rel=1e-9)
