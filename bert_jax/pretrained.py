@@ -373,6 +373,8 @@ def load_config(path: str | os.PathLike) -> BertConfig:
         )
     if fmt == "bert_jax":
         return BertConfig.from_dict(_read_json(d / BERT_JAX_FILE)["config"])
+    if (d / "task.json").exists():
+        return BertConfig.from_dict(_read_json(d / "task.json")["config"])
     import ml_collections
 
     from bert_jax.tasks import model_setup
@@ -380,7 +382,7 @@ def load_config(path: str | os.PathLike) -> BertConfig:
     return model_setup.model_config(ml_collections.ConfigDict(_read_json(d / "config.json")))
 
 
-def _model_kwargs(model: nn.Module) -> dict[str, Any]:
+def model_kwargs(model: nn.Module) -> dict[str, Any]:
     kw = {
         f.name: getattr(model, f.name)
         for f in dataclasses.fields(model)
@@ -409,7 +411,7 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
             "format_version": 1,
             "model": type(model).__name__,
             "config": model.config.to_dict(),
-            "model_kwargs": _model_kwargs(model),
+            "model_kwargs": model_kwargs(model),
         }
         (tmp / BERT_JAX_FILE).write_text(json.dumps(meta, indent=2))
         ckptr = ocp.StandardCheckpointer()
@@ -450,13 +452,20 @@ def _load_bert_jax(d: Path):
 
 def _load_workdir(d: Path):
     """The params of a training run's newest complete checkpoint, and its model."""
-    import ml_collections
     import orbax.checkpoint as ocp
 
-    from bert_jax import tasks
+    info_path = d / "task.json"
+    if info_path.exists():  # written by the trainer: no data needed to rebuild the model
+        info = _read_json(info_path)
+        model = MODEL_CLASSES[info["model"]](
+            BertConfig.from_dict(info["config"]), **info.get("model_kwargs", {})
+        )
+    else:
+        import ml_collections
 
-    config = ml_collections.ConfigDict(_read_json(d / "config.json"))
-    model = tasks.get(config).model()
+        from bert_jax import tasks
+
+        model = tasks.get(ml_collections.ConfigDict(_read_json(d / "config.json"))).model()
     steps = sorted(int(c.name) for c in (d / "checkpoints").iterdir() if c.name.isdigit())
     if not steps:
         raise CheckpointError(f"{d}/checkpoints holds no complete checkpoint")

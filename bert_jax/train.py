@@ -255,6 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
             config.num_train_steps = max(steps, 1)
     if jax.process_index() == 0:
         (wd / "config.json").write_text(config.to_json_best_effort(indent=2))
+        write_task_info(wd, task, model)
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
     writer = MetricWriter(workdir, start)
@@ -398,6 +399,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
         }
         (wd / "results.json").write_text(json.dumps(results, indent=2))
     return state, last_metrics
+
+
+def write_task_info(wd: epath.Path, task, model) -> None:
+    """task.json (model class, architecture, labels) and vocab.txt, so the
+    workdir alone serves `pretrained.load` and `bert_jax.predict`."""
+    info = {
+        "model": type(model).__name__,
+        "config": model.config.to_dict(),
+        "model_kwargs": pretrained.model_kwargs(model),
+        "labels": list(task.labels) if getattr(task, "labels", None) else None,
+    }
+    tok = getattr(task, "tok", None)
+    if tok is not None:
+        info["do_lower_case"] = tok.do_lower_case
+        (wd / "vocab.txt").write_text(
+            "".join(t + "\n" for t in tok.convert_ids_to_tokens(range(tok.vocab_size)))
+        )
+    (wd / "task.json").write_text(json.dumps(info, indent=2))
 
 
 def gather_data_states(local_state: dict) -> list[dict]:

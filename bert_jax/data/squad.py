@@ -340,7 +340,9 @@ def postprocess(
     Returns:
       predictions {qas_id: text}; null_odds {qas_id: float} (empty unless
       version_2); nbest {qas_id: [{text, probability, start_logit,
-      end_logit}, ...]} best first, as the original's nbest_predictions.json.
+      end_logit, start, end}, ...]} best first, as the original's
+      nbest_predictions.json plus the answer's character span in the context
+      (-1, -1 for the null answer).
     """
     start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
     if start_logits.shape != end_logits.shape or len(start_logits) != len(features):
@@ -392,18 +394,20 @@ def postprocess(
         # Stable, so ties keep their order as in the original's sorted(reverse=True).
         order = np.argsort(-(s_logits + e_logits), kind="stable")
 
-        nbest, seen = [], set()
+        nbest, seen, offsets = [], set(), {}
         for c in order:
             if len(nbest) >= n_best_size:
                 break
             if rows[c] < 0:
-                text = ""
+                text, char_span = "", (-1, -1)
             else:
                 spans = features.token_spans[rows[c]]
-                text = ex.context[spans[firsts[c], 0] : spans[lasts[c], 1]]
+                char_span = (int(spans[firsts[c], 0]), int(spans[lasts[c], 1]))
+                text = ex.context[char_span[0] : char_span[1]]
                 if text in seen:
                     continue
             seen.add(text)
+            offsets[text] = char_span
             nbest.append((text, float(s_logits[c]), float(e_logits[c])))
         if version_2 and "" not in seen:  # Cut off by n_best_size: the original appends it.
             nbest.append(("", null[1], null[2]))
@@ -416,7 +420,14 @@ def postprocess(
             nbest.append(best)
         probs = _softmax([s + e for _, s, e in nbest])
         all_nbest[ex.qas_id] = [
-            {"text": t, "probability": p, "start_logit": s, "end_logit": e}
+            {
+                "text": t,
+                "probability": p,
+                "start_logit": s,
+                "end_logit": e,
+                "start": offsets.get(t, (-1, -1))[0],
+                "end": offsets.get(t, (-1, -1))[1],
+            }
             for (t, s, e), p in zip(nbest, probs, strict=True)
         ]
         if version_2:

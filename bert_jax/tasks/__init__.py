@@ -11,7 +11,7 @@ from typing import Any
 
 def get(config: Any):
     """Build the task named by `config.task`."""
-    from bert_jax.tasks import classification, ner, pretraining, squad
+    from bert_jax.tasks import classification, multiple_choice, ner, pretraining, squad
 
     registry = {
         "pretraining": pretraining.PretrainingTask,
@@ -19,6 +19,7 @@ def get(config: Any):
         "classify": classification.ClassificationTask,
         "ner": ner.NerTask,
         "squad": squad.SquadTask,
+        "multiple_choice": multiple_choice.MultipleChoiceTask,
     }
     if config.task not in registry:
         raise ValueError(

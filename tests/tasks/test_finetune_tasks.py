@@ -8,12 +8,19 @@ test_finetune_real.py.
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from bert_jax import train
+from bert_jax.predict import Predictor
 from configs import classify, glue, ner
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(config, tmp_path):
@@ -46,6 +53,14 @@ def test_glue_tasks_train_and_report_official_metrics(task, keys, shared_data, t
     assert set(metrics) == keys
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [2, 4]
+    # The workdir alone serves predictions on new text.
+    out = Predictor(str(tmp_path))(["a gorgeous, witty film", "dull and far too long\tyes"])
+    for row in out:
+        if task == "stsb":
+            assert isinstance(row["score"], float)
+        else:
+            assert row["label"] in ("0", "1")
+            assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_classify_local_csv_from_real_imdb_reviews(shared_data, tmp_path):
@@ -72,6 +87,19 @@ def test_ner_conll_entity_f1(shared_data, tmp_path):
     c.data.data_dir = str(shared_data / "conll2003")
     metrics = _run(c, tmp_path)
     assert {"eval/f1", "eval/precision", "eval/recall", "eval/f1_PER"} <= set(metrics)
+    text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday."
+    out = subprocess.run(
+        [sys.executable, "-m", "bert_jax.predict", f"--workdir={tmp_path}", f"--text={text}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    (row,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert row["text"] == text
+    for ent in row["entities"]:  # a 4-step model tags little; the offsets must be exact
+        assert text[ent["start"] : ent["end"]] == ent["text"]
+        assert ent["type"] in ("PER", "ORG", "LOC", "MISC")
 
 
 def test_checkpoint_architecture_conflicts_are_named(minilm_dir, shared_data, tmp_path):
@@ -94,9 +122,6 @@ def test_unknown_glue_task_lists_the_known_ones():
 
 def test_squad_predictions_match_the_official_evaluation(shared_data, tmp_path):
     """Train briefly on real dev questions, write predictions.json, score it with the CLI."""
-    import subprocess
-    import sys
-
     from configs import squad
 
     c = _tiny(squad.get_config("version=1.1,tiny"), shared_data)
@@ -123,3 +148,45 @@ def test_squad_predictions_match_the_official_evaluation(shared_data, tmp_path):
     )
     full = json.loads(out.stdout)
     assert full["f1"] == pytest.approx(metrics["eval/f1"] * 150 / 10570, rel=1e-9)
+    context = (
+        "The Normans were the people who in the 10th and 11th centuries gave their name "
+        "to Normandy."
+    )
+    (row,) = Predictor(str(tmp_path))(
+        [json.dumps({"question": "Who gave their name to Normandy?", "context": context})]
+    )
+    assert row["answer"] == context[row["start"] : row["end"]] and row["answer"]
+
+
+def test_multiple_choice_on_swag_layout(shared_data, tmp_path):
+    """SWAG-layout CSVs built from real SQuAD paragraphs: pick the true next sentence."""
+    from bert_jax.data import corpus
+    from configs import swag
+
+    data = json.loads((shared_data / "squad" / "v1.1" / "dev-v1.1.json").read_text())
+    sentences = [
+        corpus.split_sentences(p["context"]) for a in data["data"] for p in a["paragraphs"]
+    ]
+    pool = [s for para in sentences for s in para]
+    rng = np.random.default_rng(0)
+    rows = []
+    for para in sentences[:150]:
+        if len(para) < 2:
+            continue
+        endings = [para[1]] + [pool[i] for i in rng.choice(len(pool), 3, replace=False)]
+        order = rng.permutation(4)
+        rows.append([para[0], ""] + [endings[i] for i in order] + [int(np.argmin(order))])
+    header = ["sent1", "sent2", "ending0", "ending1", "ending2", "ending3", "label"]
+    for name, part in (("train.csv", rows[:96]), ("val.csv", rows[96:])):
+        with open(tmp_path / name, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header] + part)
+    c = _tiny(swag.get_config("tiny"), shared_data)
+    c.data.data_dir = str(tmp_path)
+    metrics = _run(c, tmp_path / "run")
+    assert set(metrics) == {"eval/accuracy"} and 0.0 <= metrics["eval/accuracy"] <= 1.0
+    with open(tmp_path / "bad.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, ["ctx", "", "a", "b", "c", "d", "7"]])
+    from bert_jax.tasks.multiple_choice import read_swag_csv
+
+    with pytest.raises(ValueError, match=r"bad.csv:2: label '7'"):
+        read_swag_csv(str(tmp_path / "bad.csv"))
