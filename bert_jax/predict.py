@@ -25,6 +25,12 @@ flags.DEFINE_string("workdir", None, "A fine-tuning run's workdir.")
 flags.DEFINE_multi_string("text", [], "Input text (repeatable). Pairs: 'a<TAB>b'; QA: JSON.")
 flags.DEFINE_string("input", None, "A file with one input per line (as --text).")
 flags.DEFINE_integer("batch_size", 32, "Inputs per forward pass.")
+flags.DEFINE_string(
+    "glue_submission",
+    None,
+    "GLUE runs: predict the test split(s) and write "
+    "the leaderboard files (e.g. SST-2.tsv; MNLI-m/-mm and AX for MNLI) here.",
+)
 flags.mark_flag_as_required("workdir")
 
 
@@ -130,6 +136,39 @@ class Predictor:
         return results
 
 
+def glue_submission(predictor: "Predictor", out_dir: str, batch_size: int = 64) -> list[str]:
+    """Predict a GLUE run's test split(s) and write the submission files.
+
+    MNLI writes MNLI-m.tsv and MNLI-mm.tsv and, with the same model, AX.tsv
+    (the diagnostic set, scored by GLUE with MCC) when `diagnostic/` exists.
+    """
+    from bert_jax.data import glue
+    from bert_jax.metrics import glue as glue_metrics
+
+    c = predictor.config
+    if c["task"] != "glue":
+        raise ValueError(f"--glue_submission needs a GLUE run, this one is {c['task']!r}")
+    data_dir = c["data"]["data_dir"] or None
+    jobs = [(c["glue_task"], s) for s in glue.get_task(c["glue_task"]).submissions]
+    if c["glue_task"] == "mnli" and data_dir and Path(data_dir, "diagnostic").is_dir():
+        jobs.append(("ax", "test"))
+    written = []
+    for task, split in jobs:
+        examples = glue.load_split(task, split, data_dir)
+        lines = [e.text_a + ("\t" + e.text_b if e.text_b else "") for e in examples]
+        rows = [
+            r
+            for i in range(0, len(lines), batch_size)
+            for r in predictor(lines[i : i + batch_size])
+        ]
+        preds = [r["score"] if "score" in r else r["label"] for r in rows]
+        indices = [e.index if e.index is not None else i for i, e in enumerate(examples)]
+        written.append(
+            str(glue_metrics.write_submission(task, preds, out_dir, indices, split=split))
+        )
+    return written
+
+
 def _model_batch(arrays) -> dict:
     return {k: np.asarray(arrays[k]) for k in ("input_ids", "token_type_ids", "attention_mask")}
 
@@ -138,6 +177,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     predictor = Predictor(FLAGS.workdir)
+    if FLAGS.glue_submission:
+        for path in glue_submission(predictor, FLAGS.glue_submission, FLAGS.batch_size):
+            print(f"wrote {path}")
+        return
     lines = _inputs()
     for i in range(0, len(lines), FLAGS.batch_size):
         for row in predictor(lines[i : i + FLAGS.batch_size]):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bert_jax import train
-from bert_jax.predict import Predictor
+from bert_jax.predict import Predictor, glue_submission
 from configs import classify, glue, ner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +61,11 @@ def test_glue_tasks_train_and_report_official_metrics(task, keys, shared_data, t
         else:
             assert row["label"] in ("0", "1")
             assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    if task != "stsb":  # the test files of SST-2 and CoLA are here: leaderboard files
+        (path,) = glue_submission(Predictor(str(tmp_path)), str(tmp_path / "submit"))
+        lines = Path(path).read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == {"sst2": 1822, "cola": 1064}[task]
+        assert {x.split("\t")[1] for x in lines[1:]} <= {"0", "1"}
 
 
 def test_classify_local_csv_from_real_imdb_reviews(shared_data, tmp_path):
