@@ -98,6 +98,18 @@ class BertForPreTraining(nn.Module):
         return out
 
 
+def _encode_and_classify(module, features: str, input_ids, token_type_ids, attention_mask, kw):
+    """Encoder, then dropout + dense on `features` ("pooled_output" or "sequence_output")."""
+    out = BertModel(module.config, name="bert")(
+        input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+    )
+    det = kw.get("deterministic", True)
+    out["logits"] = Classifier(module.config, module.num_labels, name="classifier")(
+        out[features], det
+    )
+    return out
+
+
 class BertForSequenceClassification(nn.Module):
     """Pooled [CLS] -> dropout -> dense. `num_labels=1` is regression (STS-B)."""
 
@@ -106,14 +118,9 @@ class BertForSequenceClassification(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
-        out = BertModel(self.config, name="bert")(
-            input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+        return _encode_and_classify(
+            self, "pooled_output", input_ids, token_type_ids, attention_mask, kw
         )
-        det = kw.get("deterministic", True)
-        out["logits"] = Classifier(self.config, self.num_labels, name="classifier")(
-            out["pooled_output"], det
-        )
-        return out
 
 
 class BertForTokenClassification(nn.Module):
@@ -124,14 +131,9 @@ class BertForTokenClassification(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
-        out = BertModel(self.config, name="bert")(
-            input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
+        return _encode_and_classify(
+            self, "sequence_output", input_ids, token_type_ids, attention_mask, kw
         )
-        det = kw.get("deterministic", True)
-        out["logits"] = Classifier(self.config, self.num_labels, name="classifier")(
-            out["sequence_output"], det
-        )
-        return out
 
 
 class BertForQuestionAnswering(nn.Module):

@@ -17,7 +17,7 @@ from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics import glue as glue_metrics
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForSequenceClassification
-from bert_jax.tasks.model_setup import model_config, tokenizer
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
 class ClassificationTask:
@@ -58,8 +58,12 @@ class ClassificationTask:
             return train, evals, labels or names
         if not d.train_file:
             raise ValueError("set data.train_file (a .tsv/.csv/.jsonl) or data.tfds_name")
-        kw = dict(text_column=d.text_column, label_column=d.label_column,
-                  text_b_column=d.text_b_column, labels=labels)  # fmt: skip
+        kw = dict(
+            text_column=d.text_column,
+            label_column=d.label_column,
+            text_b_column=d.text_b_column,
+            labels=labels,
+        )
         train = text_classification.read_table(d.train_file, **kw)
         labels = labels or tuple(sorted({e.label for e in train}))
         kw["labels"] = labels
@@ -77,8 +81,7 @@ class ClassificationTask:
 
     def encode(self, examples) -> dict[str, np.ndarray]:
         texts_b = [e.text_b for e in examples] if examples and examples[0].text_b else None
-        enc = self.tok.encode_batch([e.text_a for e in examples], texts_b,
-                                    max_length=self.seq_len)  # fmt: skip
+        enc = self.tok.encode_batch([e.text_a for e in examples], texts_b, max_length=self.seq_len)
         out = {k: np.asarray(v, np.int32) for k, v in enc.items()}
         if examples and examples[0].label is not None:
             if self.regression:
@@ -93,15 +96,16 @@ class ClassificationTask:
         label = np.zeros((batch_size,), np.float32 if self.regression else np.int32)
         return {"input_ids": z, "token_type_ids": z, "attention_mask": z, "label": label}
 
-    @staticmethod
-    def model_inputs(batch) -> dict:
-        return dict(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"])  # fmt: skip
+    model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index: int, process_count: int) -> ArraySource:
-        return ArraySource(self.encode(self.train_examples), self.config.train_batch_size,
-                           seed=self.config.seed, process_index=process_index,
-                           process_count=process_count)  # fmt: skip
+        return ArraySource(
+            self.encode(self.train_examples),
+            self.config.train_batch_size,
+            seed=self.config.seed,
+            process_index=process_index,
+            process_count=process_count,
+        )
 
     def eval_source(self, process_index: int, process_count: int):
         return {
@@ -112,7 +116,7 @@ class ClassificationTask:
                 drop_remainder=False,
                 process_index=process_index,
                 process_count=process_count,
-            )  # fmt: skip
+            )
             for suffix, ex in self.eval_examples.items()
             if ex
         } or None
@@ -131,8 +135,11 @@ class ClassificationTask:
         return jnp.mean(per_example), {}
 
     def eval_stats(self, outputs, batch):
-        return {"prediction": self._predict(outputs), "label": batch["label"],
-                "valid": batch["valid"]}  # fmt: skip
+        return {
+            "prediction": self._predict(outputs),
+            "label": batch["label"],
+            "valid": batch["valid"],
+        }
 
     def finalize(self, stats) -> dict[str, float]:
         keep = stats["valid"] > 0

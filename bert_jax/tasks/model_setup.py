@@ -14,8 +14,15 @@ from pathlib import Path
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
 
 # Fields that fix parameter shapes (checked against a checkpoint).
-ARCHITECTURE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                "max_position_embeddings", "type_vocab_size")  # fmt: skip
+ARCHITECTURE = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
 
 
 def model_config(config) -> BertConfig:
@@ -24,8 +31,7 @@ def model_config(config) -> BertConfig:
     init = config.get("init_checkpoint", "")
     if not init:
         if not config.model.size:
-            raise ValueError("set model.size (one of "
-                             f"{list(SIZES)}) or init_checkpoint")  # fmt: skip
+            raise ValueError(f"set model.size (one of {list(SIZES)}) or init_checkpoint")
         return config_for_size(config.model.size, **overrides)
     from bert_jax import pretrained
 
@@ -42,8 +48,10 @@ def model_config(config) -> BertConfig:
                 )
     for key in ARCHITECTURE:
         if key in overrides and overrides[key] != getattr(ckpt, key):
-            raise ValueError(f"model.{key}={overrides[key]} conflicts with init_checkpoint "
-                             f"{init} ({key}={getattr(ckpt, key)})")  # fmt: skip
+            raise ValueError(
+                f"model.{key}={overrides[key]} conflicts with init_checkpoint "
+                f"{init} ({key}={getattr(ckpt, key)})"
+            )
     return dataclasses.replace(ckpt, **overrides)
 
 
@@ -61,3 +69,12 @@ def tokenizer(config):
     from bert_jax.data.tokenizer import BertTokenizer
 
     return BertTokenizer(vocab_file(config), do_lower_case=config.data.get("do_lower_case", True))
+
+
+def encoder_inputs(batch) -> dict:
+    """The model inputs of a fine-tuning batch (every task but pretraining)."""
+    return dict(
+        input_ids=batch["input_ids"],
+        token_type_ids=batch["token_type_ids"],
+        attention_mask=batch["attention_mask"],
+    )

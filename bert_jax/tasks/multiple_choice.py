@@ -19,7 +19,7 @@ import optax
 from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForMultipleChoice
-from bert_jax.tasks.model_setup import model_config, tokenizer
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
 def read_swag_csv(path: str, num_choices: int = 4) -> list[dict]:
@@ -89,13 +89,7 @@ class MultipleChoiceTask:
             "label": np.zeros((batch_size,), np.int32),
         }
 
-    @staticmethod
-    def model_inputs(batch) -> dict:
-        return dict(
-            input_ids=batch["input_ids"],
-            token_type_ids=batch["token_type_ids"],
-            attention_mask=batch["attention_mask"],
-        )
+    model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index, process_count):
         return ArraySource(

@@ -16,7 +16,7 @@ from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics import ner as ner_metrics
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForTokenClassification
-from bert_jax.tasks.model_setup import model_config, tokenizer
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
 def _load(config, split: str) -> list[conll.Sentence]:
@@ -65,21 +65,28 @@ class NerTask:
         z = np.zeros((batch_size, self.seq_len), np.int32)
         return {"input_ids": z, "token_type_ids": z, "attention_mask": z, "labels": z}
 
-    @staticmethod
-    def model_inputs(batch) -> dict:
-        return dict(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                    attention_mask=batch["attention_mask"])  # fmt: skip
+    model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index, process_count):
         arrays, _ = self.encode(self.train_sentences)
-        return ArraySource(arrays, self.config.train_batch_size, seed=self.config.seed,
-                           process_index=process_index, process_count=process_count)  # fmt: skip
+        return ArraySource(
+            arrays,
+            self.config.train_batch_size,
+            seed=self.config.seed,
+            process_index=process_index,
+            process_count=process_count,
+        )
 
     def eval_source(self, process_index, process_count):
         arrays, self.eval_meta = self.encode(self.eval_sentences)
-        return ArraySource(arrays, self.config.eval_batch_size, shuffle=False,
-                           drop_remainder=False, process_index=process_index,
-                           process_count=process_count)  # fmt: skip
+        return ArraySource(
+            arrays,
+            self.config.eval_batch_size,
+            shuffle=False,
+            drop_remainder=False,
+            process_index=process_index,
+            process_count=process_count,
+        )
 
     def loss(self, outputs, batch):
         labels = batch["labels"]

@@ -22,7 +22,7 @@ from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForQuestionAnswering
 from bert_jax.tasks import squad_eval
-from bert_jax.tasks.model_setup import model_config, tokenizer
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
 class SquadTask:
@@ -69,13 +69,7 @@ class SquadTask:
             "end_positions": p,
         }
 
-    @staticmethod
-    def model_inputs(batch) -> dict:
-        return dict(
-            input_ids=batch["input_ids"],
-            token_type_ids=batch["token_type_ids"],
-            attention_mask=batch["attention_mask"],
-        )
+    model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index, process_count):
         arrays = self._features(self.train_examples, True).arrays
