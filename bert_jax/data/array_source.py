@@ -62,6 +62,20 @@ class ArraySource:
         self.process_index = process_index
         self.epoch, self.position = 0, 0  # position: batches already served this epoch
 
+    @classmethod
+    def for_eval(
+        cls, arrays, global_batch_size: int, process_index: int = 0, process_count: int = 1
+    ) -> ArraySource:
+        """In order, every row once; the last batch padded and marked `valid` = 0."""
+        return cls(
+            arrays,
+            global_batch_size,
+            shuffle=False,
+            drop_remainder=False,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
     @property
     def batches_per_epoch(self) -> int:
         full, rest = divmod(self.num_rows, self.global_batch_size)

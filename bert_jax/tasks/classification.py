@@ -109,13 +109,8 @@ class ClassificationTask:
 
     def eval_source(self, process_index: int, process_count: int):
         return {
-            suffix: ArraySource(
-                self.encode(ex),
-                self.config.eval_batch_size,
-                shuffle=False,
-                drop_remainder=False,
-                process_index=process_index,
-                process_count=process_count,
+            suffix: ArraySource.for_eval(
+                self.encode(ex), self.config.eval_batch_size, process_index, process_count
             )
             for suffix, ex in self.eval_examples.items()
             if ex

@@ -101,13 +101,8 @@ class MultipleChoiceTask:
         )
 
     def eval_source(self, process_index, process_count):
-        return ArraySource(
-            self.encode(self.eval_rows),
-            self.config.eval_batch_size,
-            shuffle=False,
-            drop_remainder=False,
-            process_index=process_index,
-            process_count=process_count,
+        return ArraySource.for_eval(
+            self.encode(self.eval_rows), self.config.eval_batch_size, process_index, process_count
         )
 
     def loss(self, outputs, batch):

@@ -79,13 +79,8 @@ class NerTask:
 
     def eval_source(self, process_index, process_count):
         arrays, self.eval_meta = self.encode(self.eval_sentences)
-        return ArraySource(
-            arrays,
-            self.config.eval_batch_size,
-            shuffle=False,
-            drop_remainder=False,
-            process_index=process_index,
-            process_count=process_count,
+        return ArraySource.for_eval(
+            arrays, self.config.eval_batch_size, process_index, process_count
         )
 
     def loss(self, outputs, batch):

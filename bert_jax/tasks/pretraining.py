@@ -172,13 +172,8 @@ class PretrainingTask:
                 "masked_lm_ids": labels,
                 "masked_lm_weights": w,
             }
-        return ArraySource(
-            arrays,
-            self.config.eval_batch_size,
-            shuffle=False,
-            drop_remainder=False,
-            process_index=process_index,
-            process_count=process_count,
+        return ArraySource.for_eval(
+            arrays, self.config.eval_batch_size, process_index, process_count
         )
 
     def flops_per_example(self) -> float:

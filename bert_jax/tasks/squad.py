@@ -85,13 +85,8 @@ class SquadTask:
     def eval_source(self, process_index, process_count):
         self.eval_features = self._features(self.eval_examples, False)
         arrays = {k: v for k, v in self.eval_features.arrays.items()}
-        return ArraySource(
-            arrays,
-            self.config.eval_batch_size,
-            shuffle=False,
-            drop_remainder=False,
-            process_index=process_index,
-            process_count=process_count,
+        return ArraySource.for_eval(
+            arrays, self.config.eval_batch_size, process_index, process_count
         )
 
     def loss(self, outputs, batch):
