@@ -398,6 +398,16 @@ def test_postprocess_matches_original(dev, tokenizer, v2, logits):
     end[::2, 0] += 4
     ours = squad.postprocess(examples, features, start, end, 20, 30, version_2=v2)
     ref = _ref_write_predictions(examples, features, start, end, 20, 30, v2)
+    # Our n-best entries also carry the answer's character span; the
+    # original's do not. Compare the original's fields, then check the spans.
+    context = {e.qas_id: e.context for e in examples}
+    for qid, entries in ours[2].items():
+        for entry in entries:
+            start_char, end_char = entry.pop("start"), entry.pop("end")
+            if start_char >= 0:
+                assert context[qid][start_char:end_char] == entry["text"]
+            else:
+                assert entry["text"] in ("", "empty")
     assert ours == ref
     if v2:
         assert any(p == "" for p in ours[0].values()) and any(ours[0].values())
