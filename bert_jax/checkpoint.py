@@ -29,6 +29,7 @@ step is safe). The next `save` or `wait`/`close` waits for the previous one.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -84,7 +85,11 @@ class Checkpointer:
     ):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-        self.directory = epath.Path(workdir) / "checkpoints"
+        # orbax needs an absolute path; a local workdir may be given relative.
+        root = str(workdir)
+        if "://" not in root:
+            root = os.path.abspath(root)
+        self.directory = epath.Path(root) / "checkpoints"
         self._best_metric = best_metric
         preserve = [policies.LatestN(n=keep)]
         best_fn = None

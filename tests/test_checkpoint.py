@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from etils import epath
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -256,3 +257,15 @@ def test_preemption_guard_optional_sigint():
         os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt
         assert guard.should_stop()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
+    """`--workdir=runs/x` is what people type; orbax itself wants absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = checkpoint.Checkpointer("runs/x", every=1, async_save=False)
+    state = {"w": np.arange(3.0, dtype=np.float32)}
+    assert ckpt.save(1, state, {"epoch": 0, "position": 1}, force=True)
+    ckpt.wait()
+    assert ckpt.directory == epath.Path(tmp_path / "runs" / "x" / "checkpoints")
+    assert ckpt.latest_step() == 1
+    ckpt.close()
