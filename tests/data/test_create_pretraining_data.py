@@ -22,7 +22,6 @@ import tensorflow as tf
 from bert_jax.data import corpus, pretraining_records
 from bert_jax.data import create_pretraining_data as cpd
 from bert_jax.data import pretraining_instances as recipe
-from bert_jax.data.tokenizer import BertTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
@@ -35,16 +34,6 @@ def _write_docs(path, docs):
     with open(path, "w", encoding="utf-8") as f:
         f.writelines("\n".join(d) + "\n\n" for d in docs)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def vocab_file(shared_data):
-    return str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt")
-
-
-@pytest.fixture(scope="module")
-def tok(vocab_file):
-    return BertTokenizer(vocab_file, do_lower_case=True)
 
 
 @pytest.fixture(scope="module")

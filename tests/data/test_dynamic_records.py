@@ -15,20 +15,9 @@ import tensorflow as tf
 from bert_jax.data import create_pretraining_data as cpd
 from bert_jax.data import pretraining_instances as recipe
 from bert_jax.data import pretraining_loader, pretraining_records
-from bert_jax.data.tokenizer import BertTokenizer
 
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
 SEED = 7
-
-
-@pytest.fixture(scope="module")
-def vocab_file(shared_data):
-    return str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt")
-
-
-@pytest.fixture(scope="module")
-def tok(vocab_file):
-    return BertTokenizer(vocab_file, do_lower_case=True)
 
 
 @pytest.fixture(scope="module")

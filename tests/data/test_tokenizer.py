@@ -20,9 +20,9 @@ import unicodedata
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA as SHARED  # noqa: E402
 
 from bert_jax.data.tokenizer import BertTokenizer
+from tests.conftest import SHARED_DATA as SHARED  # noqa: E402
 
 VOCABS = {"uncased": True, "cased": False}  # name -> do_lower_case
 
