@@ -9,7 +9,10 @@ The workdir's `task.json`, `vocab.txt` and newest checkpoint define the model
 and tokenizer. Output per input: classification {"label", "probabilities"},
 regression {"score"}, NER {"entities": [{"type", "text", "start", "end"}]}
 (character offsets into the text), QA {"answer", "probability", "start",
-"end"} (character offsets into the context).
+"end"} (character offsets into the context). A SQuAD v2.0 run may answer ""
+(start = end = -1) and adds "null_odds": the answer is "" where they exceed
+the null threshold tuned on dev (results.json's
+eval/null_score_diff_threshold), or, without it, the config's.
 """
 
 import json
@@ -58,6 +61,7 @@ class Predictor:
         self.tok = BertTokenizer(str(wd / "vocab.txt"), self.info.get("do_lower_case", True))
         self.labels = self.info.get("labels")
         self.seq_len = self.config["max_seq_length"]
+        self.null_threshold = _null_threshold(wd, self.config)
         self.apply = jax.jit(lambda p, b: self.model.apply({"params": p}, **b))
 
     def __call__(self, inputs: list[str]) -> list[dict]:
@@ -113,26 +117,31 @@ class Predictor:
             max_query_length=c["max_query_length"],
         )
         out = self.apply(self.params, _model_batch(feats.arrays))
-        _, _, nbest = squad.postprocess(
+        version_2 = self.null_threshold is not None
+        answers, null_odds, nbest = squad.postprocess(
             examples,
             feats,
             np.asarray(out["start_logits"]),
             np.asarray(out["end_logits"]),
             n_best_size=c["n_best_size"],
             max_answer_length=c["max_answer_length"],
+            version_2=version_2,
+            null_score_diff_threshold=self.null_threshold if version_2 else 0.0,
         )
         results = []
         for ex, it in zip(examples, items, strict=True):
-            best = nbest[ex.qas_id][0]
-            results.append(
-                {
-                    "question": it["question"],
-                    "answer": best["text"],
-                    "probability": float(best["probability"]),
-                    "start": best["start"],
-                    "end": best["end"],
-                }
-            )
+            # The n-best entry of the answer ("" is the null answer's entry).
+            best = next(b for b in nbest[ex.qas_id] if b["text"] == answers[ex.qas_id])
+            row = {
+                "question": it["question"],
+                "answer": best["text"],
+                "probability": float(best["probability"]),
+                "start": best["start"],
+                "end": best["end"],
+            }
+            if version_2:
+                row["null_odds"] = null_odds[ex.qas_id]
+            results.append(row)
         return results
 
 
@@ -167,6 +176,18 @@ def glue_submission(predictor: "Predictor", out_dir: str, batch_size: int = 64) 
             str(glue_metrics.write_submission(task, preds, out_dir, indices, split=split))
         )
     return written
+
+
+def _null_threshold(wd: Path, config: dict) -> float | None:
+    """A SQuAD v2.0 run's null threshold: tuned on dev if results.json has it; None for others."""
+    if config["task"] != "squad" or config.get("version") != "2.0":
+        return None
+    results = wd / "results.json"
+    if results.exists():
+        metrics = json.loads(results.read_text()).get("metrics", {})
+        if "eval/null_score_diff_threshold" in metrics:
+            return float(metrics["eval/null_score_diff_threshold"])
+    return float(config["null_score_diff_threshold"])
 
 
 def _model_batch(arrays) -> dict:

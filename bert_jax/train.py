@@ -218,6 +218,20 @@ def evaluate(eval_fn, params, source, batch_sharding) -> dict[str, Any] | None:
     return sums | {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def check_token_ids(local: dict[str, np.ndarray], model_config) -> None:
+    """Ids past the embedding tables would not fail: XLA gathers NaN for them."""
+    for key, size, setting in (
+        ("input_ids", model_config.vocab_size, "vocab_size"),
+        ("token_type_ids", model_config.type_vocab_size, "type_vocab_size"),
+    ):
+        if key in local and local[key].size and int(local[key].max()) >= size:
+            raise ValueError(
+                f"the training data has {key} up to {int(local[key].max())} but "
+                f"model.{setting} is {size}: the data was made with another vocabulary "
+                "than the model's (match model.vocab_size, data.vocab_file or init_checkpoint)"
+            )
+
+
 def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
     """Host-local rows -> global arrays sharded over the batch axes."""
     return {
@@ -326,36 +340,50 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
 
         # --- Loop --------------------------------------------------------
         guard = checkpoint.PreemptionGuard()
-        flops = task.flops_per_example()
+        # Per batch width: with data.length_bucket batches are cut to their longest row.
+        flops = functools.cache(task.flops_per_example)
+        tokens = functools.cache(task.tokens_per_example)
         peak = peak_flops_per_device()
         first = int(state.step)
         step = first
         last_metrics: dict[str, float] = {}
         it = iter(train_source)
         t_log, n_log = time.time(), 0
-        pending = []
+        pending, widths = [], []
         with guard:
             while step < config.num_train_steps:
-                batch = global_batch(next(it), batch_sh)
+                local = next(it)
+                if step == first:
+                    check_token_ids(local, model.config)
+                batch = global_batch(local, batch_sh)
                 state, metrics = step_fn(state, batch)
                 step += 1
                 n_log += 1
                 pending.append(metrics)
+                widths.append(batch["input_ids"].shape[-1])
                 if step % config.log_every == 0 or step == config.num_train_steps:
                     rows = jax.device_get(pending)
-                    pending = []
                     now = time.time()
-                    rate = n_log / max(now - t_log, 1e-9)
+                    seconds = max(now - t_log, 1e-9)
+                    rate = n_log / seconds
+                    per_second = config.train_batch_size / seconds
                     m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
                     m["train/learning_rate"] = float(rows[-1]["learning_rate"])
-                    m["perf/steps_per_second"] = rate
-                    m["perf/tokens_per_second"] = (
-                        rate * config.train_batch_size * task.tokens_per_example()
-                    )
-                    if peak:
-                        m["perf/mfu"] = (
-                            rate * config.train_batch_size * flops / (peak * jax.device_count())
+                    if not np.isfinite(m["train/loss"]):
+                        # Nothing good comes after: stop rather than train on NaN.
+                        ckpt.close()  # finishes the saves in flight
+                        writer.close()
+                        raise FloatingPointError(
+                            f"train/loss is {m['train/loss']} at step {step} (steps "
+                            f"{step - n_log + 1}..{step}); lower optimizer.learning_rate or "
+                            "check the data"
                         )
+                    m["perf/steps_per_second"] = rate
+                    m["perf/tokens_per_second"] = per_second * sum(map(tokens, widths))
+                    if peak:
+                        work = per_second * sum(map(flops, widths))
+                        m["perf/mfu"] = work / (peak * jax.device_count())
+                    pending, widths = [], []
                     writer.write(step, m)
                     eta = (config.num_train_steps - step) / max(rate, 1e-9)
                     if jax.process_index() == 0:

@@ -1,6 +1,8 @@
 """Shared fixtures: the real data beside the checkout and the MiniLM checkpoint."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,27 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests train the same tiny programs, in this process (each `train.run`
+# jits afresh) and in CLI subprocesses, which inherit these variables. XLA's
+# persistent cache compiles each program once per test session; a fresh
+# directory per session, so no test depends on an earlier session's files.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="bert_jax_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+
+
+def pytest_collection_modifyitems(config, items):
+    # The minutes-long real fine-tuning runs go first: with two xdist workers,
+    # one runs them while the other works through everything else.
+    items.sort(key=lambda item: item.get_closest_marker("long_run") is None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
 
 SHARED_DATA = Path(
     os.environ.get("BERT_JAX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -21,7 +21,10 @@ from configs import pretrain
 from tests import train_data
 
 REPO = Path(__file__).resolve().parents[1]
-MESHES = [(8, 1, 1), (2, 4, 1), (1, 2, 4), (2, 2, 2)]
+# data x fsdp x tensor: all three axes at once, fsdp 4 (the 30,522-row vocab
+# does not split 4 ways), tensor 4. Pure data parallelism is the (-1, 1, 1)
+# default most other tests run on.
+MESHES = [(2, 2, 2), (2, 4, 1), (1, 2, 4)]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,7 @@ def records(shared_data, tmp_path_factory):
 def tiny_config(records, **overrides):
     c = pretrain.get_config("tiny")
     c.data.train_files = records["train_files"]
+    c.model.vocab_size = 30522  # the records' ids are bert-base-uncased ones
     # No held-out set (and no eval compile) unless a test asks for one.
     c.data.eval_files = ""
     c.max_seq_length, c.max_predictions_per_seq = 32, 5
@@ -54,7 +58,10 @@ def tiny_config(records, **overrides):
 
 
 def _flat(params):
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree.leaves_with_path(params)}
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree.leaves_with_path(params)}
+    # numpy's comparisons take NaN for equal to NaN: a diverged run must not pass.
+    assert all(np.isfinite(v).all() for v in flat.values())
+    return flat
 
 
 @pytest.fixture(scope="module")
@@ -138,23 +145,27 @@ def _main_cmd(workdir, records, *extra):
         "--config.train_batch_size=16",
         "--config.eval_batch_size=16",
         "--config.eval_every=0",
+        "--config.model.vocab_size=30522",
+        "--config.data.eval_files=",  # no held-out set (tiny's default builds one)
         *extra,
     ]
 
 
 def _env(devices=8):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # The other XLA flags stay: the CLI runs must compile as this process does.
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
 def test_sigterm_then_resume_is_bitwise_identical(records, tmp_path):
-    steps = 40
+    steps = 16
     extra = [
         f"--config.num_train_steps={steps}",
-        "--config.checkpoint_every=20",
-        "--config.log_every=5",
+        "--config.checkpoint_every=8",
+        "--config.log_every=2",
         "--config.mesh_shape=(2,2,2)",
     ]
     wd = tmp_path / "interrupted"
@@ -169,19 +180,19 @@ def test_sigterm_then_resume_is_bitwise_identical(records, tmp_path):
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("step 5/"):
+        if line.startswith("step 2/"):
             proc.send_signal(signal.SIGTERM)
             break
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, "".join(lines) + rest
     stopped = checkpoint.Checkpointer(wd).latest_step()
-    assert stopped is not None and 5 <= stopped < steps, stopped
+    assert stopped is not None and 2 <= stopped < steps, stopped
     subprocess.run(
         _main_cmd(wd, records, *extra), cwd=REPO, env=_env(), check=True, capture_output=True
     )
 
     c = tiny_config(
-        records, num_train_steps=steps, checkpoint_every=20, mesh_shape=(2, 2, 2), log_every=5
+        records, num_train_steps=steps, checkpoint_every=8, mesh_shape=(2, 2, 2), log_every=2
     )
     c.model.num_heads, c.model.intermediate_size = None, None  # as the CLI runs: tiny defaults
     ref_state, _ = train.run(c, str(tmp_path / "straight"))
@@ -378,3 +389,17 @@ def test_tiny_pretraining_runs_out_of_the_box(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "eval/mlm_accuracy" in r] == [10, 20]
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [10, 20]
+
+
+def test_data_from_another_vocabulary_and_diverging_loss(records, tmp_path):
+    # bert-base-uncased ids in the records, an 8,000-piece model: XLA would
+    # gather NaN embeddings for the ids past the table.
+    c = tiny_config(records, **{"model.vocab_size": 8000})
+    with pytest.raises(ValueError, match=r"input_ids up to \d+ but model.vocab_size is 8000"):
+        train.run(c, str(tmp_path / "vocab"), devices=jax.devices()[:1])
+    assert not list((tmp_path / "vocab" / "checkpoints").glob("*"))
+    c = tiny_config(
+        records, num_train_steps=4, checkpoint_every=1, **{"optimizer.learning_rate": 1e30}
+    )
+    with pytest.raises(FloatingPointError, match=r"train/loss is (nan|inf) at step \d"):
+        train.run(c, str(tmp_path / "nan"), devices=jax.devices()[:1])

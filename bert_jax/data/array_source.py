@@ -9,6 +9,18 @@ Every host computes the same global permutation and takes its own contiguous
 slice of each global batch (`process_index`), so the global batch assembled
 by `jax.make_array_from_process_local_data` is identical for any number of
 hosts.
+
+Two options cut the padding work of short-text tasks without changing what
+is computed (padded positions are masked out):
+
+* `length_bucket`: each batch is cut to its longest row, rounded up to a
+  multiple of the bucket (every distinct width compiles once). Arrays shaped
+  like `attention_mask` (same rank, same last dim) are cut on their last axis.
+* `group_by_length`: rows of similar length share a batch, as HF Trainer's
+  `group_by_length` does: the epoch's permutation is cut into mega-batches
+  of 50 batches, each sorted by length, and the batches are then shuffled.
+  This changes which rows meet in a batch (not the rows seen per epoch); on
+  SST-2 it makes the average batch 3x narrower.
 """
 
 from __future__ import annotations
@@ -30,7 +42,12 @@ class ArraySource:
       drop_remainder: training drops the last partial batch; evaluation
         pads it with row 0 and marks the padding `valid` = 0, so every row
         is counted exactly once.
+      length_bucket: cut batches to the longest row rounded up to a multiple
+        of this (0: full width); needs `attention_mask` in `arrays`.
+      group_by_length: batch rows of similar length together (shuffling only).
     """
+
+    MEGA_BATCHES = 50  # batches sorted together by group_by_length (HF Trainer's default)
 
     def __init__(
         self,
@@ -42,6 +59,8 @@ class ArraySource:
         process_index: int = 0,
         process_count: int = 1,
         drop_remainder: bool = True,
+        length_bucket: int = 0,
+        group_by_length: bool = False,
     ):
         sizes = {k: len(v) for k, v in arrays.items()}
         if len(set(sizes.values())) != 1:
@@ -61,10 +80,30 @@ class ArraySource:
         self.seed, self.shuffle, self.drop_remainder = seed, shuffle, drop_remainder
         self.process_index = process_index
         self.epoch, self.position = 0, 0  # position: batches already served this epoch
+        if length_bucket < 0:
+            raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
+        self.length_bucket, self.group_by_length = length_bucket, group_by_length
+        self.lengths = None
+        if length_bucket or group_by_length:
+            if "attention_mask" not in arrays:
+                raise ValueError("length_bucket/group_by_length need an attention_mask array")
+            mask = arrays["attention_mask"]
+            # Real tokens per row; a multiple-choice row is as long as its longest choice.
+            self.lengths = mask.sum(-1).reshape(self.num_rows, -1).max(-1)
+            self.seq_keys = [
+                k
+                for k, v in arrays.items()
+                if v.ndim == mask.ndim and v.shape[-1] == mask.shape[-1]
+            ]
 
     @classmethod
     def for_eval(
-        cls, arrays, global_batch_size: int, process_index: int = 0, process_count: int = 1
+        cls,
+        arrays,
+        global_batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        length_bucket: int = 0,
     ) -> ArraySource:
         """In order, every row once; the last batch padded and marked `valid` = 0."""
         return cls(
@@ -74,6 +113,7 @@ class ArraySource:
             drop_remainder=False,
             process_index=process_index,
             process_count=process_count,
+            length_bucket=length_bucket,
         )
 
     @property
@@ -90,7 +130,31 @@ class ArraySource:
     def _order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.num_rows)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_rows)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.num_rows)
+        return self._grouped(order, rng) if self.group_by_length else order
+
+    def _grouped(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`order` with each mega-batch sorted by length, then whole batches shuffled."""
+        b = self.global_batch_size
+        mega = b * self.MEGA_BATCHES
+        order = np.concatenate(
+            [
+                chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                for chunk in np.split(order, range(mega, len(order), mega))
+            ]
+        )
+        full = len(order) // b
+        batches = order[: full * b].reshape(full, b)[rng.permutation(full)]
+        return np.concatenate([batches.reshape(-1), order[full * b :]])
+
+    def _width(self, rows: np.ndarray) -> int | None:
+        """The batch's cut width, or None to keep the full width."""
+        if not self.length_bucket:
+            return None
+        longest = max(int(self.lengths[rows].max()), 1)
+        full = self.arrays["attention_mask"].shape[-1]
+        return min(-(-longest // self.length_bucket) * self.length_bucket, full)
 
     def _batch(self, order: np.ndarray, i: int) -> dict[str, np.ndarray]:
         rows = order[i * self.global_batch_size : (i + 1) * self.global_batch_size]
@@ -101,6 +165,9 @@ class ArraySource:
         lo = self.process_index * self.local_batch_size
         mine = slice(lo, lo + self.local_batch_size)
         out = {k: v[rows[mine]] for k, v in self.arrays.items()}
+        width = self._width(rows)  # from the global batch: every host cuts alike
+        if width is not None:
+            out.update({k: out[k][..., :width] for k in self.seq_keys})
         out["valid"] = valid[mine]
         return out
 

@@ -1,4 +1,4 @@
-"""SQuAD v1.1/v2.0: reading, windowed features, and logits -> answer text.
+"""SQuAD v1.1/v2.0: reading (files or TFDS), windowed features, and logits -> answer text.
 
 Follows google-research/bert `run_squad.py` (`read_squad_examples`,
 `convert_examples_to_features`, `_check_is_max_context`, `write_predictions`)
@@ -25,6 +25,8 @@ Tokenizing the whole context equals the original's word-by-word tokenizing:
 BERT's basic tokenizer splits on whitespace first either way.
 
     examples, stats = read_squad("dev-v1.1.json")
+    # or from TFDS, rebuilt as the same JSON structure:
+    examples, stats = parse_squad(load_tfds("1.1", "validation"), "TFDS squad/v1.1 validation")
     features = make_features(examples, tokenizer)          # is_training=False
     ...  # start_logits, end_logits: (len(features), max_seq_length)
     predictions, null_odds, nbest = postprocess(examples, features, start, end)
@@ -36,7 +38,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,7 +85,16 @@ def is_version_2(dataset_json: Mapping[str, Any] | Sequence[Any]) -> bool:
 
 
 def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[str, Any]]:
-    """Reads a SQuAD v1.1 or v2.0 JSON file.
+    """Reads a SQuAD v1.1 or v2.0 JSON file: `parse_squad` of its contents, named by its path."""
+    with open(path, encoding="utf-8") as f:
+        dataset_json = json.load(f)
+    return parse_squad(dataset_json, path, on_error)
+
+
+def parse_squad(
+    dataset_json: Mapping[str, Any], source: str, on_error: str = "fail"
+) -> tuple[list[Example], dict[str, Any]]:
+    """Examples from a SQuAD v1.1 or v2.0 dataset in the official JSON structure.
 
     Every answerable question's first answer (its training target) must be
     the text at its `answer_start` in the context; the original run_squad.py
@@ -91,10 +102,14 @@ def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[s
     Other gold answers are kept as they are: evaluation compares texts only.
 
     Args:
-      path: the JSON file.
+      dataset_json: {"version", "data": [{"title", "paragraphs": [{"context",
+        "qas": [{"id", "question", "answers", "is_impossible"?}]}]}]}, as the
+        official files hold it (or `from_tfds_records` builds it).
+      source: what the data came from, for messages: the file's path, or the
+        TFDS dataset and split.
       on_error: what a bad training answer (text not at answer_start, or an
         answerable question with no answer) does: "fail" raises ValueError
-        naming the file and the question ids; "skip" drops the question. Both
+        naming `source` and the question ids; "skip" drops the question. Both
         log each one and count it in the stats.
 
     Returns:
@@ -104,8 +119,6 @@ def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[s
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
-    with open(path, encoding="utf-8") as f:
-        dataset_json = json.load(f)
     version_2 = is_version_2(dataset_json)
     examples, bad = [], []
     for article in dataset_json["data"]:
@@ -118,14 +131,14 @@ def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[s
                 if not impossible:
                     problem = _answer_problem(context, answers)
                     if problem:
-                        logging.warning("%s: question %s: %s", path, qa["id"], problem)
+                        logging.warning("%s: question %s: %s", source, qa["id"], problem)
                         bad.append(qa["id"])
                         continue
                 examples.append(Example(qa["id"], qa["question"], context, answers, impossible))
     if bad and on_error == "fail":
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise ValueError(
-            f"{path}: {len(bad)} answers do not match the context at their answer_start "
+            f"{source}: {len(bad)} answers do not match the context at their answer_start "
             f"(questions {shown}); pass on_error='skip' to drop those questions"
         )
     stats = {
@@ -137,6 +150,71 @@ def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[s
         "skipped": len(bad),
     }
     return examples, stats
+
+
+def load_tfds(version: str, split: str) -> dict[str, Any]:
+    """TFDS `squad/v1.1` or `squad/v2.0` as the official JSON (`from_tfds_records`).
+
+    TFDS downloads and prepares the dataset on first use (as GLUE's does).
+    """
+    import tensorflow_datasets as tfds  # Imports TF: only when TFDS is asked for.
+
+    ds = tfds.load(f"squad/v{version}", split=split)
+    return from_tfds_records(tfds.as_numpy(ds), version)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _answers(feature: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A TFDS Sequence({"text", "answer_start"}) as the official [{"text", "answer_start"}]."""
+    return [
+        {"text": _text(t), "answer_start": int(s)}
+        for t, s in zip(feature["text"], feature["answer_start"], strict=True)
+    ]
+
+
+def from_tfds_records(records: Iterable[Mapping[str, Any]], version: str) -> dict[str, Any]:
+    """TFDS SQuAD records (one per question) back in the official JSON structure.
+
+    TFDS flattens the files to one record per question ("id", "title",
+    "context", "question", "answers"; v2.0 also "is_impossible" and
+    "plausible_answers"; tensorflow_datasets `squad_dataset_builder.py`,
+    `qa_utils.squadlike_features`). Questions are grouped back into
+    articles by title and paragraphs by context, in record order, so that
+    `parse_squad` and the official evaluation (`squad_eval.evaluate`, which
+    walks this structure) serve both sources alike.
+
+    Args:
+      records: `tfds.as_numpy` records (bytes or str texts).
+      version: "1.1" or "2.0"; v2.0 questions carry "is_impossible", and
+        "plausible_answers" where they have any, as the official v2.0 files.
+    """
+    articles: dict[str, dict[str, list[dict[str, Any]]]] = {}  # title -> context -> qas
+    for record in records:
+        qa = {
+            "id": _text(record["id"]),
+            "question": _text(record["question"]),
+            "answers": _answers(record["answers"]),
+        }
+        if version == "2.0":
+            qa["is_impossible"] = bool(record["is_impossible"])
+            if plausible := _answers(record["plausible_answers"]):
+                qa["plausible_answers"] = plausible
+        paragraphs = articles.setdefault(_text(record["title"]), {})
+        paragraphs.setdefault(_text(record["context"]), []).append(qa)
+    return {
+        # As the official files: "1.1" and "v2.0".
+        "version": "v2.0" if version == "2.0" else version,
+        "data": [
+            {
+                "title": title,
+                "paragraphs": [{"context": c, "qas": qas} for c, qas in paragraphs.items()],
+            }
+            for title, paragraphs in articles.items()
+        ],
+    }
 
 
 def _answer_problem(context: str, answers: list[dict[str, Any]]) -> str | None:
@@ -331,8 +409,10 @@ def postprocess(
 
     v2.0: the null score is the lowest start_logit[0] + end_logit[0] over the
     windows; the prediction is "" if null score - best non-null score >
-    `null_score_diff_threshold`, and that difference is the null odds (the
-    official evaluation's --na-prob-file).
+    `null_score_diff_threshold` (`apply_null_threshold`), and that difference
+    is the null odds (the official evaluation's --na-prob-file). With
+    threshold math.inf every question gets its best non-null answer, the
+    input of `squad_eval.tune_null_threshold`.
 
     Args:
       start_logits, end_logits: (len(features), max_seq_length).
@@ -430,10 +510,29 @@ def postprocess(
             }
             for (t, s, e), p in zip(nbest, probs, strict=True)
         ]
+        predictions[ex.qas_id] = best[0]
         if version_2:
-            diff = null[0] - best[1] - best[2]
-            null_odds[ex.qas_id] = diff
-            predictions[ex.qas_id] = "" if diff > null_score_diff_threshold else best[0]
-        else:
-            predictions[ex.qas_id] = best[0]
+            null_odds[ex.qas_id] = null[0] - best[1] - best[2]
+    if version_2:
+        predictions = apply_null_threshold(predictions, null_odds, null_score_diff_threshold)
     return predictions, null_odds, all_nbest
+
+
+def apply_null_threshold(
+    answers: Mapping[str, str], null_odds: Mapping[str, float], threshold: float
+) -> dict[str, str]:
+    """v2.0 predictions: "" where the null odds exceed `threshold`, else the answer.
+
+    The original `write_predictions` rule (`score_diff >
+    null_score_diff_threshold`), and the direction of the official
+    evaluation's `na_prob > na_prob_thresh` and of its best-threshold search:
+    a question whose null odds equal the threshold keeps its answer in all
+    three.
+
+    Args:
+      answers: {qas_id: best non-null answer} (`postprocess` with
+        null_score_diff_threshold=math.inf).
+      null_odds: {qas_id: null score - best non-null score}, as `postprocess`.
+      threshold: the null_score_diff_threshold.
+    """
+    return {q: "" if null_odds[q] > threshold else a for q, a in answers.items()}

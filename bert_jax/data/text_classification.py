@@ -66,10 +66,14 @@ def _rows(p: Path, suffix: str):
 
 def load_tfds(name: str, split: str, text_feature: str = "text", label_feature: str = "label",
               data_dir: str | None = None) -> tuple[list[Example], tuple[str, ...]]:  # fmt: skip
-    """A TFDS text-classification split (e.g. `imdb_reviews`) and its label names."""
-    import tensorflow_datasets as tfds
+    """A TFDS text-classification split (e.g. `imdb_reviews`) and its label names.
 
-    ds, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, download=False)
+    TFDS downloads and prepares the dataset on first use (into `data_dir`, or
+    its default folder when None).
+    """
+    import tensorflow_datasets as tfds  # Imports TF: only when TFDS is asked for.
+
+    ds, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True)
     feats = info.features
     for f in (text_feature, label_feature):
         if f not in feats:

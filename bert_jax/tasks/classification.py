@@ -13,10 +13,10 @@ import numpy as np
 import optax
 
 from bert_jax.data import glue, text_classification
-from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics import glue as glue_metrics
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForSequenceClassification
+from bert_jax.tasks import sources
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -98,20 +98,13 @@ class ClassificationTask:
 
     model_inputs = staticmethod(encoder_inputs)
 
-    def train_source(self, process_index: int, process_count: int) -> ArraySource:
-        return ArraySource(
-            self.encode(self.train_examples),
-            self.config.train_batch_size,
-            seed=self.config.seed,
-            process_index=process_index,
-            process_count=process_count,
-        )
+    def train_source(self, process_index: int, process_count: int):
+        arrays = self.encode(self.train_examples)
+        return sources.train_source(self.config, arrays, process_index, process_count)
 
     def eval_source(self, process_index: int, process_count: int):
         return {
-            suffix: ArraySource.for_eval(
-                self.encode(ex), self.config.eval_batch_size, process_index, process_count
-            )
+            suffix: sources.eval_source(self.config, self.encode(ex), process_index, process_count)
             for suffix, ex in self.eval_examples.items()
             if ex
         } or None
@@ -146,11 +139,11 @@ class ClassificationTask:
             out["f1"] = glue_metrics.f1(pred, label, positive=1)
         return out
 
-    def flops_per_example(self) -> float:
-        return encoder_train_flops(model_config(self.config), self.seq_len)
+    def flops_per_example(self, seq_len: int | None = None) -> float:
+        return encoder_train_flops(model_config(self.config), seq_len or self.seq_len)
 
-    def tokens_per_example(self) -> int:
-        return self.seq_len
+    def tokens_per_example(self, seq_len: int | None = None) -> int:
+        return seq_len or self.seq_len
 
     def num_train_examples(self) -> int:
         return len(self.train_examples)

@@ -2,9 +2,11 @@
 
 BERT paper section 4.4: each (context, ending) pair is encoded as
 [CLS] context [SEP] ending [SEP]; the pooled output is scored by one dense
-unit and the scores of the choices go through a softmax. Data: the SWAG CSV
-layout (`sent1`, `sent2`, `ending0`..`ending3`, `label`; the ending follows
-`sent2`), locally or from TFDS.
+unit and the scores of the choices go through a softmax. Data: CSV files in
+the SWAG layout (`sent1`, `sent2`, `ending0`..`ending3`, `label`; the ending
+follows `sent2`) in data.data_dir, or without it a TFDS dataset with
+`context`, `endings` and `label` features (data.tfds_name; TFDS has no SWAG,
+the default is its successor HellaSwag, Zellers et al. 2019).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForMultipleChoice
+from bert_jax.tasks import sources
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -54,18 +56,53 @@ def read_swag_csv(path: str, num_choices: int = 4) -> list[dict]:
     return out
 
 
+def read_tfds(name: str, split: str, num_choices: int = 4) -> list[dict]:
+    """Rows of a TFDS multiple-choice split, as `read_swag_csv` gives them.
+
+    HellaSwag's features (tensorflow_datasets `text/hellaswag.py`): `context`,
+    `endings` (the continuations of the context) and `label` (-1 in the
+    unlabelled test split: None here). TFDS downloads and prepares the
+    dataset on first use.
+
+    Raises:
+      ValueError: naming dataset, split and record, for another number of
+        endings than `num_choices`, a label outside 0..num_choices-1 or an
+        empty context.
+    """
+    import tensorflow_datasets as tfds  # Imports TF: only when TFDS is asked for.
+
+    out = []
+    for i, ex in enumerate(tfds.as_numpy(tfds.load(name, split=split))):
+        where = f"TFDS {name} split {split!r} record {i}"
+        endings = [e.decode("utf-8").strip() for e in ex["endings"]]
+        if len(endings) != num_choices:
+            raise ValueError(f"{where}: {len(endings)} endings, config num_choices={num_choices}")
+        label = int(ex["label"])
+        if not -1 <= label < num_choices:
+            raise ValueError(f"{where}: label {label} is not in 0..{num_choices - 1}")
+        context = ex["context"].decode("utf-8").strip()
+        if not context:
+            raise ValueError(f"{where}: empty context")
+        out.append({"context": context, "endings": endings, "label": None if label < 0 else label})
+    return out
+
+
+def _load(config, split: str) -> list[dict]:
+    """The "train" or "eval" rows: data.data_dir/data.<split>_file, or TFDS without data_dir."""
+    d = config.data
+    if d.data_dir:
+        return read_swag_csv(f"{d.data_dir}/{d[split + '_file']}", config.num_choices)
+    return read_tfds(d.tfds_name, d[split + "_split"], config.num_choices)
+
+
 class MultipleChoiceTask:
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
         self.num_choices = config.num_choices
         self.tok = tokenizer(config)
-        d = config.data
-        if not d.data_dir:
-            raise ValueError("set data.data_dir to the folder with the SWAG CSV files")
-        self.train_rows = read_swag_csv(f"{d.data_dir}/{d.train_file}", self.num_choices)
-        self.train_rows = self.train_rows[: d.max_train_examples or None]
-        self.eval_rows = read_swag_csv(f"{d.data_dir}/{d.eval_file}", self.num_choices)
+        self.train_rows = _load(config, "train")[: config.data.max_train_examples or None]
+        self.eval_rows = _load(config, "eval")
         self.labels = None
 
     def model(self) -> BertForMultipleChoice:
@@ -92,18 +129,12 @@ class MultipleChoiceTask:
     model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index, process_count):
-        return ArraySource(
-            self.encode(self.train_rows),
-            self.config.train_batch_size,
-            seed=self.config.seed,
-            process_index=process_index,
-            process_count=process_count,
-        )
+        arrays = self.encode(self.train_rows)
+        return sources.train_source(self.config, arrays, process_index, process_count)
 
     def eval_source(self, process_index, process_count):
-        return ArraySource.for_eval(
-            self.encode(self.eval_rows), self.config.eval_batch_size, process_index, process_count
-        )
+        arrays = self.encode(self.eval_rows)
+        return sources.eval_source(self.config, arrays, process_index, process_count)
 
     def loss(self, outputs, batch):
         xent = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"], batch["label"])
@@ -122,11 +153,12 @@ class MultipleChoiceTask:
         keep = stats["valid"] > 0
         return {"accuracy": float(np.mean(stats["prediction"][keep] == stats["label"][keep]))}
 
-    def flops_per_example(self) -> float:
-        return self.num_choices * encoder_train_flops(model_config(self.config), self.seq_len)
+    def flops_per_example(self, seq_len: int | None = None) -> float:
+        width = seq_len or self.seq_len
+        return self.num_choices * encoder_train_flops(model_config(self.config), width)
 
-    def tokens_per_example(self) -> int:
-        return self.num_choices * self.seq_len
+    def tokens_per_example(self, seq_len: int | None = None) -> int:
+        return self.num_choices * (seq_len or self.seq_len)
 
     def num_train_examples(self) -> int:
         return len(self.train_rows)

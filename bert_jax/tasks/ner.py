@@ -12,10 +12,10 @@ import numpy as np
 import optax
 
 from bert_jax.data import conll
-from bert_jax.data.array_source import ArraySource
 from bert_jax.metrics import ner as ner_metrics
 from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForTokenClassification
+from bert_jax.tasks import sources
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -29,17 +29,30 @@ def _load(config, split: str) -> list[conll.Sentence]:
 
 
 def _load_tfds(split: str, d) -> list[conll.Sentence]:
-    """TFDS `conll2003` (tokens + ner tags, IOB2)."""
-    import tensorflow_datasets as tfds
+    """TFDS `conll2003` (tokens + ner tags, IOB2), downloaded and prepared on first use.
+
+    Its splits are train, dev and test (tensorflow_datasets
+    `text/conll2003/conll2003.py`).
+
+    Raises:
+      ValueError: naming the split and record, for a record whose tokens and
+        tags differ in number.
+    """
+    import tensorflow_datasets as tfds  # Imports TF: only when TFDS is asked for.
 
     name = {"train": "train", "eval": "dev", "test": "test"}[split]
-    ds, info = tfds.load("conll2003", split=name, with_info=True, download=False)
+    ds, info = tfds.load("conll2003", split=name, with_info=True)
     tag_names = info.features["ner"].feature.names
     out = []
-    for ex in tfds.as_numpy(ds):
-        tokens = [t.decode("utf-8") for t in ex["tokens"]]
-        tags = [tag_names[int(i)] for i in ex["ner"]]
-        out.append(conll.Sentence(tokens, tags, None, None, 0, 0))
+    for i, ex in enumerate(tfds.as_numpy(ds)):
+        tokens = tuple(t.decode("utf-8") for t in ex["tokens"])
+        tags = tuple(tag_names[int(t)] for t in ex["ner"])
+        if len(tokens) != len(tags):
+            raise ValueError(
+                f"TFDS conll2003 split {name!r} record {i}: "
+                f"{len(tokens)} tokens but {len(tags)} ner tags"
+            )
+        out.append(conll.Sentence(tokens, tags))
     return out
 
 
@@ -69,18 +82,12 @@ class NerTask:
 
     def train_source(self, process_index, process_count):
         arrays, _ = self.encode(self.train_sentences)
-        return ArraySource(
-            arrays,
-            self.config.train_batch_size,
-            seed=self.config.seed,
-            process_index=process_index,
-            process_count=process_count,
-        )
+        return sources.train_source(self.config, arrays, process_index, process_count)
 
     def eval_source(self, process_index, process_count):
         arrays, self.eval_meta = self.encode(self.eval_sentences)
-        return ArraySource.for_eval(
-            arrays, self.config.eval_batch_size, process_index, process_count
+        return sources.eval_source(
+            self.config, arrays, process_index, process_count, per_token_stats=True
         )
 
     def loss(self, outputs, batch):
@@ -103,11 +110,11 @@ class NerTask:
             out[f"f1_{kind}"] = scores["f1"]
         return out
 
-    def flops_per_example(self) -> float:
-        return encoder_train_flops(model_config(self.config), self.seq_len)
+    def flops_per_example(self, seq_len: int | None = None) -> float:
+        return encoder_train_flops(model_config(self.config), seq_len or self.seq_len)
 
-    def tokens_per_example(self) -> int:
-        return self.seq_len
+    def tokens_per_example(self, seq_len: int | None = None) -> int:
+        return seq_len or self.seq_len
 
     def num_train_examples(self) -> int:
         return len(self.train_sentences)

@@ -176,8 +176,10 @@ class PretrainingTask:
             arrays, self.config.eval_batch_size, process_index, process_count
         )
 
-    def flops_per_example(self) -> float:
-        return encoder_train_flops(model_config(self.config), self.seq_len, self.num_predictions)
+    def flops_per_example(self, seq_len: int | None = None) -> float:
+        return encoder_train_flops(
+            model_config(self.config), seq_len or self.seq_len, self.num_predictions
+        )
 
-    def tokens_per_example(self) -> int:
-        return self.seq_len
+    def tokens_per_example(self, seq_len: int | None = None) -> int:
+        return seq_len or self.seq_len

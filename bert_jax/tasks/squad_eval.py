@@ -28,6 +28,8 @@ included:
   same on the same Python.
 
 Precision-recall plots (the official --out-image-dir) are not reproduced.
+Not in the official scripts: `tune_null_threshold`, the v2.0 null threshold
+that scores best on dev when applied (the fine-tuning evaluation reports it).
 """
 
 from __future__ import annotations
@@ -131,6 +133,68 @@ def best_null_threshold(
     return 100.0 * best / len(scores), best_thresh
 
 
+def _raw_scores_v2(dataset, predictions: Mapping[str, str]):
+    """`get_raw_scores`: per question, has-answer and the prediction's EM and F1."""
+    qid_to_has_ans = {qa["id"]: bool(qa["answers"]) for qa in _questions(dataset)}
+    missing = [k for k in qid_to_has_ans if k not in predictions]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(f"missing predictions for {len(missing)} questions: {shown}")
+    exact_raw, f1_raw = {}, {}
+    for qa in _questions(dataset):
+        golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
+        prediction = predictions[qa["id"]]
+        exact_raw[qa["id"]] = max(exact_match(prediction, g) for g in golds)
+        f1_raw[qa["id"]] = max(f1(prediction, g) for g in golds)
+    return qid_to_has_ans, exact_raw, f1_raw
+
+
+def tune_null_threshold(
+    dataset, answers: Mapping[str, str], null_odds: Mapping[str, float]
+) -> tuple[float, float]:
+    """The v2.0 null threshold with the best F1 when applied, and that F1.
+
+    The official best-threshold search (`best_null_threshold`, reported as
+    best_f1_thresh) walks the questions by rising null odds from "answer
+    nothing", switching each to its prediction. Fed the predictions written at
+    a fixed threshold, it cannot look past that threshold: a question already
+    predicted "" has no answer to switch to. Here `answers` holds every
+    question's best non-null answer, and three details differ so that
+    predicting "" where null odds > threshold (`squad.apply_null_threshold`,
+    the official `apply_no_ans_threshold`) scores exactly the F1 returned:
+
+    * questions with equal null odds switch together (no threshold splits them);
+    * a switched unanswerable question scores its F1 against "" (1 for an
+      answer that normalises to "", as "the"), not the official -1 for any
+      non-empty text;
+    * when answering nothing is best the threshold is 1 below the lowest null
+      odds (the official search says 0.0, which answers those below 0).
+
+    Otherwise, as with distinct float null odds, the F1 is the official
+    best_f1 over the same inputs and the threshold its best_f1_thresh.
+
+    Args:
+      dataset: the v2.0 JSON, or its "data" list.
+      answers: {qas_id: best non-null answer} for every question
+        (`squad.postprocess` with null_score_diff_threshold=math.inf).
+      null_odds: {qas_id: null score - best non-null score}.
+
+    Returns:
+      (threshold, F1 in percent at that threshold).
+    """
+    qid_to_has_ans, _, f1_raw = _raw_scores_v2(dataset, answers)
+    # "Answer nothing" scores every unanswerable question 1, every other 0.
+    current = best = sum(1 for has_ans in qid_to_has_ans.values() if not has_ans)
+    order = sorted(f1_raw, key=lambda k: null_odds[k])
+    best_thresh = null_odds[order[0]] - 1.0 if order else 0.0
+    for i, qid in enumerate(order):
+        current += f1_raw[qid] - (0 if qid_to_has_ans[qid] else 1)
+        last_of_ties = i + 1 == len(order) or null_odds[order[i + 1]] != null_odds[qid]
+        if last_of_ties and current > best:
+            best, best_thresh = current, null_odds[qid]
+    return best_thresh, 100.0 * best / max(len(order), 1)
+
+
 def _eval_dict(exact_scores, f1_scores, qids=None) -> dict[str, Any]:
     """`make_eval_dict`: mean EM and F1 in percent over `qids` (default: all)."""
     if not qids:
@@ -149,17 +213,7 @@ def evaluate_v2(
     na_prob_thresh: float = 1.0,
 ) -> dict[str, Any]:
     """`evaluate-v2.0.py`'s main(), as a function; keys in the official order."""
-    qid_to_has_ans = {qa["id"]: bool(qa["answers"]) for qa in _questions(dataset)}
-    missing = [k for k in qid_to_has_ans if k not in predictions]
-    if missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise ValueError(f"missing predictions for {len(missing)} questions: {shown}")
-    exact_raw, f1_raw = {}, {}
-    for qa in _questions(dataset):
-        golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
-        prediction = predictions[qa["id"]]
-        exact_raw[qa["id"]] = max(exact_match(prediction, g) for g in golds)
-        f1_raw[qa["id"]] = max(f1(prediction, g) for g in golds)
+    qid_to_has_ans, exact_raw, f1_raw = _raw_scores_v2(dataset, predictions)
     probs = {k: 0.0 for k in predictions} if na_probs is None else na_probs
 
     def thresholded(scores):  # `apply_no_ans_threshold`

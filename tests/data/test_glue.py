@@ -271,3 +271,56 @@ def test_tfds_scores_are_the_file_values():
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         assert [e.label for e in glue.load_split("stsb", "dev")] == [3.8, 0.6]
         assert [e.label for e in glue.load_split("stsb", "test")] == [None, None]
+
+
+# Every task's file layout as the GLUE download script writes it (headers
+# from the released data; rows written here, with a label of each kind).
+_NLI_PARSES = "\t".join(["(a)", "(b)", "(A)", "(B)"])
+LAYOUTS = {
+    ("mrpc", "train"): "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tA .\tB .\n",
+    ("mrpc", "test"): "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t7\t8\tA .\tB .\n",
+    ("qqp", "dev"): "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n5\t1\t2\tA ?\tB ?\t0\n",
+    ("qqp", "test"): "id\tquestion1\tquestion2\n5\tA ?\tB ?\n",
+    ("mnli", "train"): (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+        "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
+        f"0\t1\t1e\tgov\t{_NLI_PARSES}\tA .\tB .\tneutral\tneutral\n"
+    ),
+    ("mnli", "dev_matched"): (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+        "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
+        "label4\tlabel5\tgold_label\n"
+        f"0\t1\t1e\tgov\t{_NLI_PARSES}\tA .\tB .\t"
+        "contradiction\tneutral\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n"
+    ),
+    ("mnli", "test_mismatched"): (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+        "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\n"
+        f"0\t1\t1e\tletters\t{_NLI_PARSES}\tA .\tB .\n"
+    ),
+    ("qnli", "dev"): "index\tquestion\tsentence\tlabel\n0\tA ?\tB .\tnot_entailment\n",
+    ("qnli", "test"): "index\tquestion\tsentence\n0\tA ?\tB .\n",
+    ("rte", "train"): "index\tsentence1\tsentence2\tlabel\n0\tA .\tB .\tentailment\n",
+    ("wnli", "dev"): "index\tsentence1\tsentence2\tlabel\n0\tA .\tB .\t1\n",
+    ("ax", "test"): "index\tsentence1\tsentence2\n0\tA .\tB .\n",
+}
+LAYOUT_LABELS = {"mrpc": "1", "qqp": "0", "mnli": None, "qnli": "not_entailment"}
+
+
+@pytest.mark.parametrize("task, split", list(LAYOUTS), ids=["-".join(k) for k in LAYOUTS])
+def test_download_script_layouts(tmp_path, task, split):
+    path = _write(tmp_path / f"{split}.tsv", LAYOUTS[(task, split)])
+    (ex,) = glue.read_tsv(path, task, split)
+    assert (ex.text_a, ex.text_b) == ({"qqp": "A ?", "qnli": "A ?"}.get(task, "A ."),
+                                      {"qqp": "B ?"}.get(task, "B ."))  # fmt: skip
+    if split.startswith("test"):
+        assert ex.label is None
+    else:
+        want = {
+            ("mnli", "train"): "neutral",
+            ("mnli", "dev_matched"): "contradiction",  # gold_label, the last column
+            ("rte", "train"): "entailment",
+            ("wnli", "dev"): "1",
+        }.get((task, split), LAYOUT_LABELS.get(task))
+        assert ex.label == want
+    assert ex.index == (None if task == "mrpc" and split == "train" else {"qqp": 5}.get(task, 0))

@@ -234,6 +234,48 @@ def test_bad_answers_reported_counted_and_skipped(tmp_path, caplog):
         squad.read_squad(path, on_error="ignore")
 
 
+def _tfds_records(dataset_json, version):
+    """The file as `tfds.as_numpy` gives TFDS squad records: one per question, bytes
+    and arrays (tensorflow_datasets `squad_dataset_builder.py`, `qa_utils.py`)."""
+
+    def answers(items):
+        return {
+            "text": np.array([a["text"].encode() for a in items], object),
+            "answer_start": np.array([a["answer_start"] for a in items], np.int32),
+        }
+
+    for article in dataset_json["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                record = {
+                    "id": qa["id"].encode(),
+                    "title": article["title"].encode(),
+                    "context": paragraph["context"].encode(),
+                    "question": qa["question"].encode(),
+                    "answers": answers(qa["answers"]),
+                }
+                if version == "2.0":
+                    record["is_impossible"] = np.bool_(qa["is_impossible"])
+                    record["plausible_answers"] = answers(qa.get("plausible_answers", []))
+                yield record
+
+
+def test_tfds_records_rebuild_the_official_json(dev_path):
+    with open(dev_path, encoding="utf-8") as f:
+        dev_json = json.load(f)
+    assert squad.from_tfds_records(_tfds_records(dev_json, "1.1"), "1.1") == dev_json
+    # v2.0: every third question impossible, its answers kept as plausible ones.
+    v2 = {"version": "v2.0", "data": dev_json["data"][:3]}
+    for i, qa in enumerate(qa for a in v2["data"] for p in a["paragraphs"] for qa in p["qas"]):
+        qa["is_impossible"] = i % 3 == 2
+        if qa["is_impossible"]:
+            qa["plausible_answers"], qa["answers"] = qa["answers"], []
+    rebuilt = squad.from_tfds_records(_tfds_records(v2, "2.0"), "2.0")
+    assert rebuilt == v2
+    examples, stats = squad.parse_squad(rebuilt, "TFDS squad/v2.0 split 'validation'")
+    assert stats["version"] == "2.0" and stats["impossible"] == stats["questions"] // 3
+
+
 def test_version_2_detection(tmp_path):
     context = "Denver won."
     qa = {"id": "a", "question": "Who won?", "answers": [{"text": "Denver", "answer_start": 0}]}

@@ -6,6 +6,10 @@ warmup 10% then linear decay, clipping 1.0. SST-2: first 4,000 training
 sentences, seq 64, lr 1e-4 -> dev accuracy 0.846 (floor 0.82). STS-B: first
 3,000 training pairs, seq 96, lr 1e-4 -> dev Spearman 0.766 (floor 0.74).
 What bert_jax reaches, and how long it takes, is in the README.
+
+Batches are cut to their longest row (data.length_bucket=16) and rows of
+similar length share a batch (data.group_by_length): the same settings, a
+third of the padding work (SST-2 averages 21 of 64 positions per batch).
 """
 
 import json
@@ -32,6 +36,7 @@ def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
         "--config.optimizer.learning_rate=1e-4", "--config.optimizer.warmup_proportion=0.1",
         "--config.optimizer.weight_decay=0.01", "--config.optimizer.grad_clip_norm=1.0",
         "--config.eval_batch_size=128", "--config.log_every=25",
+        "--config.data.length_bucket=16", "--config.data.group_by_length=True",
     ]  # fmt: skip
     t = time.time()
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -41,14 +46,14 @@ def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.long_run
 def test_sst2_minilm(tmp_path, minilm_dir, shared_data):
     results = _finetune(tmp_path, minilm_dir, shared_data, "sst2", 4000, 64)
     assert results["step"] == 250  # int(4000 / 32 * 2)
     assert results["metrics"]["eval/accuracy"] >= 0.82
 
 
-@pytest.mark.slow
+@pytest.mark.long_run
 def test_stsb_minilm(tmp_path, minilm_dir, shared_data):
     results = _finetune(tmp_path, minilm_dir, shared_data, "stsb", 3000, 96)
     assert results["metrics"]["eval/spearman"] >= 0.74
