@@ -14,13 +14,12 @@ import optax
 
 from bert_jax.data import glue, text_classification
 from bert_jax.metrics import glue as glue_metrics
-from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForSequenceClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
 
 
-class ClassificationTask:
+class ClassificationTask(EncoderCost):
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
@@ -138,12 +137,6 @@ class ClassificationTask:
         if len(self.labels) == 2:
             out["f1"] = glue_metrics.f1(pred, label, positive=1)
         return out
-
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        return encoder_train_flops(model_config(self.config), seq_len or self.seq_len)
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return seq_len or self.seq_len
 
     def num_train_examples(self) -> int:
         return len(self.train_examples)

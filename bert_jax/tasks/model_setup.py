@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
 
 # Fields that fix parameter shapes (checked against a checkpoint).
@@ -78,3 +79,20 @@ def encoder_inputs(batch) -> dict:
         token_type_ids=batch["token_type_ids"],
         attention_mask=batch["attention_mask"],
     )
+
+
+class EncoderCost:
+    """A fine-tuning task's training cost per example at a batch width (perf metrics).
+
+    Needs `self.config` and `self.seq_len`; the trainer passes each batch's
+    width, which `data.length_bucket` may cut below `seq_len`.
+    """
+
+    rows_per_example = 1  # encoder rows per example (multiple choice: one per choice)
+
+    def flops_per_example(self, seq_len: int | None = None) -> float:
+        width = seq_len or self.seq_len
+        return self.rows_per_example * encoder_train_flops(model_config(self.config), width)
+
+    def tokens_per_example(self, seq_len: int | None = None) -> int:
+        return self.rows_per_example * (seq_len or self.seq_len)

@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForMultipleChoice
 from bert_jax.tasks import sources
-from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
 
 
 def read_swag_csv(path: str, num_choices: int = 4) -> list[dict]:
@@ -95,11 +94,11 @@ def _load(config, split: str) -> list[dict]:
     return read_tfds(d.tfds_name, d[split + "_split"], config.num_choices)
 
 
-class MultipleChoiceTask:
+class MultipleChoiceTask(EncoderCost):
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
-        self.num_choices = config.num_choices
+        self.num_choices = self.rows_per_example = config.num_choices
         self.tok = tokenizer(config)
         self.train_rows = _load(config, "train")[: config.data.max_train_examples or None]
         self.eval_rows = _load(config, "eval")
@@ -152,13 +151,6 @@ class MultipleChoiceTask:
     def finalize(stats) -> dict[str, float]:
         keep = stats["valid"] > 0
         return {"accuracy": float(np.mean(stats["prediction"][keep] == stats["label"][keep]))}
-
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        width = seq_len or self.seq_len
-        return self.num_choices * encoder_train_flops(model_config(self.config), width)
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return self.num_choices * (seq_len or self.seq_len)
 
     def num_train_examples(self) -> int:
         return len(self.train_rows)

@@ -13,10 +13,9 @@ import optax
 
 from bert_jax.data import conll
 from bert_jax.metrics import ner as ner_metrics
-from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForTokenClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
 
 
 def _load(config, split: str) -> list[conll.Sentence]:
@@ -56,7 +55,7 @@ def _load_tfds(split: str, d) -> list[conll.Sentence]:
     return out
 
 
-class NerTask:
+class NerTask(EncoderCost):
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
@@ -109,12 +108,6 @@ class NerTask:
         for kind, scores in m["per_type"].items():
             out[f"f1_{kind}"] = scores["f1"]
         return out
-
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        return encoder_train_flops(model_config(self.config), seq_len or self.seq_len)
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return seq_len or self.seq_len
 
     def num_train_examples(self) -> int:
         return len(self.train_sentences)

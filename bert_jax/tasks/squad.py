@@ -34,10 +34,9 @@ import numpy as np
 import optax
 
 from bert_jax.data import squad
-from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForQuestionAnswering
 from bert_jax.tasks import sources, squad_eval
-from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
 
 
 def load_split(config, split: str) -> tuple[dict[str, Any], str]:
@@ -56,7 +55,7 @@ def load_split(config, split: str) -> tuple[dict[str, Any], str]:
     return squad.load_tfds(config.version, tfds_split), source
 
 
-class SquadTask:
+class SquadTask(EncoderCost):
     def __init__(self, config):
         self.config = config
         d = config.data
@@ -177,12 +176,6 @@ class SquadTask:
             (workdir / "null_odds.json").write_text(json.dumps(self.null_odds, indent=1))
             tuned = json.dumps(self.tuned_predictions, indent=1)
             (workdir / "predictions_tuned.json").write_text(tuned)
-
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        return encoder_train_flops(model_config(self.config), seq_len or self.seq_len)
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return seq_len or self.seq_len
 
     def num_train_examples(self) -> int:
         return getattr(self, "_num_train", len(self.train_examples))
