@@ -118,6 +118,9 @@ class Checkpointer:
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # half-written steps of a killed run
+            # Nothing is created until the first save: a run that fails its
+            # checks leaves no empty checkpoints/ behind.
+            create=False,
         )
         # Naming the handlers lets a fresh manager read step metadata before any save.
         registry = ocp.handlers.create_default_handler_registry(

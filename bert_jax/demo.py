@@ -52,28 +52,20 @@ def _baseline(paths: dict) -> tuple[str, float]:
     return tok.convert_ids_to_tokens([top])[0], float(np.mean(labels["eval"] == top))
 
 
-def _fill_mask(model, params, vocab_path: Path) -> None:
-    from bert_jax.data.tokenizer import BertTokenizer
+def _fill_mask(run_dir: Path) -> None:
+    from bert_jax.predict import Predictor
 
-    tok = BertTokenizer(str(vocab_path))
-    for text in FILL_MASK:
-        a, b = text.split("[MASK]")
-        ids = tok.encode(a)["input_ids"][:-1] + [tok.mask_id] + tok.encode(b)["input_ids"][1:]
-        ids = np.asarray([ids], np.int32)
-        pos = np.asarray([[int(np.argmax(ids[0] == tok.mask_id))]], np.int32)
-        out = model.apply({"params": params}, ids, masked_positions=pos)
-        top = np.argsort(-np.asarray(out["mlm_logits"][0, 0]))[:5]
-        print(f"  {text}\n    -> {', '.join(tok.convert_ids_to_tokens(top.tolist()))}")
+    for row in Predictor(str(run_dir))(FILL_MASK):
+        words = ", ".join(p["token"] for p in row["masks"][0]["predictions"])
+        print(f"  {row['text']}\n    -> {words}")
 
 
 def main(argv):
     del argv
     import jax
 
-    from bert_jax import pretrained, train
+    from bert_jax import configs, pretrained, tasks, train
     from bert_jax.data import embedded_pretraining
-    from bert_jax.tasks.pretraining import PretrainingTask
-    from configs import pretrain
 
     start = time.time()
     wd = Path(FLAGS.workdir)
@@ -82,10 +74,11 @@ def main(argv):
     )
     word, base_acc = _baseline(paths)
 
-    config = pretrain.get_config("tiny")
+    config = configs.load(configs.repository_config("pretrain.py") + ":tiny")
     config.model.vocab_size = embedded_pretraining.vocab_size(paths)
     config.data.train_files = str(paths["train_tfrecord"])
     config.data.eval_files = str(paths["eval_tfrecord"])
+    config.data.vocab_file = str(paths["vocab_txt"])  # the workdir keeps it for fill-mask
     config.max_seq_length, config.max_predictions_per_seq = SEQ, PRED
     config.train_batch_size = config.eval_batch_size = 32
     config.num_train_steps = FLAGS.num_train_steps
@@ -96,7 +89,7 @@ def main(argv):
     run_dir = wd / "run"
     state, metrics = train.run(config, str(run_dir))
 
-    model = PretrainingTask(config).model()
+    model = tasks.get(config).model()
     params = jax.tree.map(np.asarray, state.params)
     ckpt = wd / "bert_tiny"
     if not ckpt.exists():
@@ -114,7 +107,7 @@ def main(argv):
         f"{run_dir / 'metrics.jsonl'}"
     )
     print("fill-mask, top 5:")
-    _fill_mask(model, params, paths["vocab_txt"])
+    _fill_mask(run_dir)
     print(f"demo finished in {time.time() - start:.0f} s")
 
 

@@ -1,51 +1,48 @@
-"""metrics.jsonl + TensorBoard + a console line, written by process 0 only."""
+"""metrics.jsonl + TensorBoard, written by process 0 only."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
 import jax
 from etils import epath
 
-# Peak dense bf16 TFLOP/s per chip (REFERENCES.md, "Throughput anchors"), keyed
-# by a lower-case substring of `jax.Device.device_kind`. Longer keys first.
-PEAK_TFLOPS = {
-    "tpu v6 lite": 918.0,
-    "tpu v6e": 918.0,
-    "tpu v5 lite": 197.0,
-    "tpu v5e": 197.0,
-    "tpu v5p": 459.0,
-    "tpu v5": 459.0,
-    "tpu v4": 275.0,
-    "h100": 989.0,
-    "h200": 989.0,
-    "a100": 312.0,
-}
-
-
-def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
-    """Peak FLOP/s of one device, or None where unknown (CPUs, other GPUs)."""
-    kind = (device or jax.devices()[0]).device_kind.lower()
-    for key, tflops in PEAK_TFLOPS.items():
-        if key in kind:
-            return tflops * 1e12
-    return None
+from bert_jax.data import files
 
 
 class MetricWriter:
-    """Appends one JSON object per call to metrics.jsonl and mirrors it to TensorBoard."""
+    """Appends one JSON object per call to metrics.jsonl and mirrors it to TensorBoard.
 
-    def __init__(self, workdir: str, start_time: float | None = None):
+    Args:
+      workdir: the run's directory.
+      start_time: wall_time 0 of the rows.
+      resume_step: the step the run starts from (0 for a fresh run). Rows of
+        later steps, written by an earlier process that stopped after its
+        last checkpoint, are dropped: the resumed run writes them again, so
+        metrics.jsonl holds every step once.
+    """
+
+    def __init__(self, workdir: str, start_time: float | None = None, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
         self.start = start_time if start_time is not None else time.time()
         self.path = epath.Path(workdir) / "metrics.jsonl"
-        self._tb = None
+        self.workdir = str(workdir)
+        self._tb = None  # made at the first row: a run that writes none leaves no event file
         if self.enabled:
-            from tensorboardX import SummaryWriter  # event files without a TF graph
+            self._drop_rows_after(resume_step)
 
-            self._tb = SummaryWriter(str(workdir), flush_secs=30)
+    def _drop_rows_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        # A torn last line (process killed mid-write) is dropped too.
+        keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+        if len(keep) != len(lines):
+            with files.atomic_write(os.fspath(self.path)) as f:
+                f.write("".join(line + "\n" for line in keep).encode("utf-8"))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -54,23 +51,27 @@ class MetricWriter:
         row |= {k: float(v) for k, v in metrics.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self._tb is None:
+            from tensorboardX import SummaryWriter  # event files without a TF graph
+
+            self._tb = SummaryWriter(self.workdir, flush_secs=30)
         for k, v in metrics.items():
             self._tb.add_scalar(k, float(v), int(step))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def encoder_train_flops(config, seq_len: int, predictions: int = 0) -> float:
-    """Training FLOPs of one sequence (REFERENCES.md, "Throughput anchors").
-
-    3 x forward; forward = layers x (24 s d^2 + 4 s^2 d) for a 4d feed-forward
-    (generally 2 s (4 d^2 + 2 d f) + 4 s^2 d per layer), plus the MLM head at
-    the p predicted positions p x (2 d^2 + 2 d V). Embedding lookups,
-    LayerNorm, softmax and small heads are left out, as in that formula.
-    """
-    s, d, f = seq_len, config.hidden_size, config.intermediate_size
-    layer = 2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d
-    mlm = predictions * (2 * d * d + 2 * d * config.vocab_size)
-    return 3.0 * (config.num_layers * layer + mlm)
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None

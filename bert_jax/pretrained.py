@@ -1,19 +1,13 @@
-"""Load released BERT checkpoints and export bert_jax parameters to HF.
+"""Load any BERT checkpoint into bert_jax, and write bert_jax parameters out.
 
-`load(path)` detects the format by itself:
-  * HF transformers directory: `config.json` + `model.safetensors` (or a
-    sharded `model.safetensors.index.json`, or `pytorch_model.bin`, read with
-    `torch.load(weights_only=True)`: never unpickling arbitrary objects);
-  * original Google BERT release: `bert_config.json` + `bert_model.ckpt.*`
-    (read with `tf.train.load_checkpoint`);
-  * bert_jax: `bert_jax.json` + an orbax `params/` tree (written by `save`);
-  * a bert_jax training workdir (`config.json` with a `task` + `checkpoints/`):
-    the parameters of its newest complete checkpoint.
-
-Heads load when the checkpoint has them; the returned model is the matching
-task model (`BertForPreTraining`, ...) or the bare `BertModel`. Every tensor
-is converted and checked against the model's expected shapes before anything
-is returned, so a bad checkpoint fails whole with one message.
+* `load(path)`: (model, params) from an HF directory, an original Google TF
+  release, a bert_jax checkpoint or a training workdir, local or gs://
+  (the formats: `bert_jax.checkpoint_formats`). The model is the task model
+  matching the heads present (`BertForPreTraining`, ...) or `BertModel`.
+* `load_into(target, path)`: a checkpoint's parameters in the layout and
+  dtypes of an existing params tree (stacked or per-layer), by the rules
+  the trainer's `init_checkpoint` follows, with a `LoadReport`.
+* `save` (the bert_jax format) and `export_hf` (an HF transformers directory).
 """
 
 from __future__ import annotations
@@ -28,288 +22,29 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import checkpoint_formats as formats
 from bert_jax import checkpoint_names as names
+from bert_jax.checkpoint_formats import BERT_JAX_FILE, CheckpointError, detect_format
 from bert_jax.models.bert import BertConfig, BertModel, stack_layers, unstack_layers
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
 )
 
-BERT_JAX_FILE = "bert_jax.json"
-MODEL_CLASSES = {
-    cls.__name__: cls
-    for cls in (
-        BertModel,
-        BertForPreTraining,
-        BertForSequenceClassification,
-        BertForTokenClassification,
-        BertForQuestionAnswering,
-        BertForMultipleChoice,
-    )
-}
-# HF hidden_act -> ours. HF "gelu" is the exact erf form.
-_HF_ACT = {
-    "gelu": "gelu",
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "relu": "relu",
-}
-# The original modeling.py `gelu` is the tanh approximation.
-_TF_ACT = {"gelu": "gelu_tanh", "relu": "relu"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names file and problem."""
-
-
-# ----------------------------------------------------------------------------
-# Format detection and readers.
-# ----------------------------------------------------------------------------
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """'hf', 'tf' or 'bert_jax' for a checkpoint directory."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint path {p} does not exist")
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: expected a checkpoint directory, got a file")
-    if (p / BERT_JAX_FILE).exists():
-        return "bert_jax"
-    if (p / "checkpoints").is_dir() and "task" in _read_json(p / "config.json"):
-        return "workdir"
-    if (p / "bert_config.json").exists():
-        return "tf"
-    if (p / "config.json").exists():
-        return "hf"
-    raise CheckpointError(
-        f"{p}: no {BERT_JAX_FILE}, bert_config.json (original TF BERT) or config.json (HF) found"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-
-
-def _config_from_json(d: dict[str, Any], act_map: dict[str, str], path: Path) -> BertConfig:
-    if d.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(
-            f"{path}: position_embedding_type {d['position_embedding_type']!r}"
-            " is not supported (only 'absolute')"
-        )
-    act = d.get("hidden_act", "gelu")
-    if act not in act_map:
-        raise CheckpointError(f"{path}: hidden_act {act!r} not one of {sorted(act_map)}")
-    try:
-        return BertConfig(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            num_layers=d["num_hidden_layers"],
-            num_heads=d["num_attention_heads"],
-            intermediate_size=d["intermediate_size"],
-            hidden_act=act_map[act],
-            max_position_embeddings=d.get("max_position_embeddings", 512),
-            type_vocab_size=d.get("type_vocab_size", 2),
-            layer_norm_eps=d.get("layer_norm_eps", 1e-12),
-            hidden_dropout=d.get("hidden_dropout_prob", 0.1),
-            attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
-            initializer_range=d.get("initializer_range", 0.02),
-        )
-    except KeyError as e:
-        raise CheckpointError(f"{path}: missing config key {e.args[0]!r}") from e
-
-
-def _read_hf_tensors(d: Path) -> tuple[dict[str, np.ndarray], Path]:
-    from safetensors.numpy import load_file
-
-    single, index = d / "model.safetensors", d / "model.safetensors.index.json"
-    if single.exists():
-        return load_file(single), single
-    if index.exists():
-        out: dict[str, np.ndarray] = {}
-        for shard in sorted(set(_read_json(index)["weight_map"].values())):
-            out.update(load_file(d / shard))
-        return out, index
-    binary = d / "pytorch_model.bin"
-    if binary.exists():
-        try:
-            import torch
-        except ImportError as e:
-            raise CheckpointError(
-                f"{binary}: reading .bin needs torch; or convert to safetensors"
-            ) from e
-        try:
-            sd = torch.load(binary, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError and others
-            raise CheckpointError(f"{binary}: not a weights-only PyTorch state dict ({e})") from e
-        return {k: v.float().numpy() for k, v in sd.items()}, binary
-    raise FileNotFoundError(
-        f"{d}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
-    )
-
-
-def _normalize_hf_key(k: str) -> str:
-    # Older checkpoints use gamma/beta for LayerNorm, and BertModel-only
-    # checkpoints (like all-MiniLM-L6-v2) drop the "bert." prefix.
-    k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    if k.startswith(("embeddings.", "encoder.", "pooler.")):
-        k = "bert." + k
-    return k
-
-
-def _tf_checkpoint_prefix(d: Path) -> str:
-    import tensorflow as tf
-
-    if (d / "bert_model.ckpt.index").exists():
-        return str(d / "bert_model.ckpt")
-    latest = tf.train.latest_checkpoint(str(d))
-    if latest is None:
-        indexes = sorted(d.glob("*.ckpt*.index"))
-        if not indexes:
-            raise FileNotFoundError(f"{d}: no TF checkpoint (bert_model.ckpt.index) found")
-        latest = str(indexes[0])[: -len(".index")]
-    return latest
-
-
-# ----------------------------------------------------------------------------
-# Conversion.
-# ----------------------------------------------------------------------------
-
-
-def _model_for_heads(config: BertConfig, heads: set[str], shapes: dict, architectures: list[str]):
-    """Pick the task model for the heads present in a checkpoint."""
-    if "mlm" in heads:
-        return BertForPreTraining(config, nsp="nsp" in heads), {"mlm", "nsp"} & heads
-    if "qa_outputs" in heads:
-        return BertForQuestionAnswering(config), {"qa_outputs"}
-    if "classifier" in heads:
-        num = shapes["classifier"]
-        arch = architectures[0] if architectures else "BertForSequenceClassification"
-        if arch == "BertForTokenClassification":
-            return BertForTokenClassification(config, num_labels=num), {"classifier"}
-        if arch == "BertForMultipleChoice":
-            return BertForMultipleChoice(config), {"classifier"}
-        return BertForSequenceClassification(config, num_labels=num), {"classifier"}
-    return BertModel(config), set()
-
-
-def expected_shapes(model: nn.Module) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flat {path: shape} of the model's parameters, without computing them."""
-    ids = jnp.zeros(
-        (1, 8) if not isinstance(model, BertForMultipleChoice) else (1, 2, 8), jnp.int32
-    )
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids))
-    params = nn.meta.unbox(shapes["params"])
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
-
-
-def _assemble(
-    tensors: dict[str, np.ndarray],
-    source: str,
-    config: BertConfig,
-    file: Path,
-    architectures: list[str],
-):
-    """Named tensors -> (model, params) with every name and shape checked."""
-    key = "tf" if source == "tf" else "hf"
-    encoder = names.encoder_entries(config.num_layers)
-    present_heads = {
-        h
-        for h, entries in names.HEAD_ENTRIES.items()
-        if all(getattr(e, key) in tensors for e in entries)
-    }
-    head_sizes = {}
-    if "classifier" in present_heads:
-        w = tensors[names.HEAD_ENTRIES["classifier"][0].__getattribute__(key)]
-        head_sizes["classifier"] = w.shape[0]
-    model, heads = _model_for_heads(config, present_heads, head_sizes, architectures)
-    entries = encoder + [e for h in sorted(heads) for e in names.HEAD_ENTRIES[h]]
-
-    missing = [getattr(e, key) for e in entries if getattr(e, key) not in tensors]
-    if missing:
-        raise CheckpointError(f"{file}: missing {len(missing)} variables, e.g. {missing[:5]}")
-    used = {getattr(e, key) for e in entries}
-    if source == "tf":
-        unknown = [
-            n for n in tensors if n not in used and not n.endswith(names.TF_IGNORED_SUFFIXES)
-        ]
-    else:
-        unknown = [n for n in tensors if n not in used and n not in names.HF_IGNORED]
-    if unknown:
-        raise CheckpointError(
-            f"{file}: {len(unknown)} unknown variables, e.g. {sorted(unknown)[:5]}"
-        )
-
-    expected = expected_shapes(model)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    for e in entries:
-        raw = tensors[getattr(e, key)]
-        try:
-            a = names.to_ours(e, raw, key, config)
-        except ValueError as err:  # a reshape that cannot work
-            raise CheckpointError(
-                f"{file}: tensor {getattr(e, key)} has shape {raw.shape}, "
-                f"which does not fit the config ({err})"
-            ) from err
-        path = e.path if not isinstance(model, BertModel) else e.path[1:]
-        if a.shape != expected[path]:
-            raise CheckpointError(
-                f"{file}: tensor {getattr(e, key)} has shape {tuple(raw.shape)}; the config "
-                f"expects {expected[path]} in bert_jax layout (got {a.shape} after conversion)"
-            )
-        flat[path] = a.astype(np.float32)
-    return model, _unflatten(flat)
-
-
-def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
-    tree: dict = {}
-    for path, leaf in flat.items():
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = leaf
-    return tree
-
-
-def _check_vocab(d: Path, config: BertConfig):
-    vocab = d / "vocab.txt"
-    if vocab.exists():
-        with open(vocab, "rb") as f:
-            n = sum(1 for _ in f)
-        if n != config.vocab_size:
-            raise CheckpointError(
-                f"{vocab} has {n} tokens but the config's vocab_size is {config.vocab_size}"
-            )
-
-
-def _with_overrides(model: nn.Module, params: dict, overrides: dict[str, Any]):
-    """Apply BertConfig overrides (dtype, scan_layers, dropout, ...) to a loaded model."""
-    if not overrides:
-        return model, params
-    config = dataclasses.replace(model.config, **overrides)
-    if config.scan_layers != model.config.scan_layers:
-        enc = params["encoder"] if isinstance(model, BertModel) else params["bert"]["encoder"]
-        fn = stack_layers if config.scan_layers else unstack_layers
-        enc = fn(enc, config.num_layers)
-        if isinstance(model, BertModel):
-            params = {**params, "encoder": enc}
-        else:
-            params = {**params, "bert": {**params["bert"], "encoder": enc}}
-    return model.clone(config=config), params
-
+# The format readers' error and detection are part of this module's API.
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "detect_format",
+    "export_hf",
+    "load",
+    "load_config",
+    "load_into",
+    "model_kwargs",
+    "save",
+]
 
 # ----------------------------------------------------------------------------
 # Public API.
@@ -331,55 +66,153 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> tuple[nn.Module, d
       the encoder dict (plus head outputs when the checkpoint has heads).
       Params are float32 numpy arrays.
     """
-    d = Path(path)
-    fmt = detect_format(d)
-    if fmt == "bert_jax":
-        model, params = _load_bert_jax(d)
-    elif fmt == "workdir":
-        model, params = _load_workdir(d)
-    elif fmt == "hf":
-        cfg_json = _read_json(d / "config.json")
-        config = _config_from_json(cfg_json, _HF_ACT, d / "config.json")
-        _check_vocab(d, config)
-        raw, file = _read_hf_tensors(d)
-        tensors = {_normalize_hf_key(k): v for k, v in raw.items()}
-        model, params = _assemble(tensors, "hf", config, file, cfg_json.get("architectures") or [])
-    else:
-        config = _config_from_json(
-            _read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json"
-        )
-        _check_vocab(d, config)
-        import tensorflow as tf
-
-        prefix = _tf_checkpoint_prefix(d)
-        try:
-            reader = tf.train.load_checkpoint(prefix)
-        except Exception as e:  # TF raises several error types for corrupt files
-            raise CheckpointError(f"{prefix}: cannot read TF checkpoint ({e})") from e
-        tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
-        model, params = _assemble(tensors, "tf", config, Path(prefix + ".index"), [])
-    return _with_overrides(model, params, config_overrides)
+    model, params = formats.read(path)
+    return formats.with_overrides(model, params, config_overrides)
 
 
 def load_config(path: str | os.PathLike) -> BertConfig:
     """The architecture of a checkpoint directory, reading only its config file."""
-    d = Path(path)
-    fmt = detect_format(d)
-    if fmt == "hf":
-        return _config_from_json(_read_json(d / "config.json"), _HF_ACT, d / "config.json")
-    if fmt == "tf":
-        return _config_from_json(
-            _read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json"
+    return formats.read_config(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What `load_into` did, parameter by parameter ("/"-joined paths of the target).
+
+    Attributes:
+      path: the checkpoint.
+      loaded: parameters taken from the checkpoint.
+      fresh: parameters that keep their initialisation, with the reason (a
+        head the checkpoint lacks, or one of another shape).
+      unused: checkpoint heads the target has no place for.
+    """
+
+    path: str
+    loaded: tuple[str, ...]
+    fresh: dict[str, str]
+    unused: tuple[str, ...]
+
+    def summary(self) -> str:
+        total = len(self.loaded) + len(self.fresh)
+        text = f"init_checkpoint {self.path}: loaded {len(self.loaded)} of {total} parameters"
+        if self.fresh:
+            text += "; fresh (initialised here): " + "; ".join(
+                f"{k} ({why})" for k, why in sorted(self.fresh.items())
+            )
+        if self.unused:
+            text += "; checkpoint heads not used: " + ", ".join(self.unused)
+        return text
+
+
+def load_into(target: dict, path: str | os.PathLike) -> tuple[dict, LoadReport]:
+    """Parameters for `target` (a model's params tree) from a checkpoint in any format.
+
+    Layouts are converted both ways (per-layer `layer_i` <-> stacked `layers`,
+    whichever the checkpoint and the target use), dtypes are cast to the
+    target's, and parameters match by name and shape. Rules:
+
+    * every encoder parameter (under `bert`) must load: a missing one, one of
+      another shape, or an encoder parameter of the checkpoint the target
+      lacks is an error naming each (with both shapes);
+    * a head (a top-level key other than `bert`) loads whole when the
+      checkpoint has it with the same shapes; it stays as initialised in
+      `target` only when the checkpoint has no such head or its shapes differ
+      (a classifier over another label count), and the report says which. A
+      head the checkpoint has only in part is an error.
+
+    Args:
+      target: the params tree to fill (arrays, or `jax.ShapeDtypeStruct`s when
+        every parameter is expected to load), boxed or not; a task model's
+        tree (`{"bert": ..., <head>: ...}`) or a bare `BertModel`'s.
+      path: any directory `load` reads.
+
+    Returns:
+      (params, report): params has the target's structure; loaded leaves are
+      numpy arrays of the target's dtype, fresh ones the target's own leaves.
+
+    Raises:
+      CheckpointError: the encoder does not load as above, or a fresh leaf
+        has no value (`target` given as shapes).
+      FileNotFoundError: `path` does not exist.
+    """
+    target = nn.meta.unbox(target)
+    bare = "embeddings" in target
+    want = _flat({"bert": target} if bare else target)
+    _, source = load(path)
+    if "embeddings" in source:  # a bare encoder checkpoint
+        source = {"bert": source}
+    target_bert = target if bare else target["bert"]
+    have = _flat({**source, "bert": _encoder_layout(source["bert"], target_bert)})
+    problems, fresh, out = [], {}, {}
+    for key in sorted(k for k in want if k[0] == "bert"):
+        got, shape = have.get(key), tuple(want[key].shape)
+        if got is None:
+            problems.append(f"{_name(key)}: not in the checkpoint")
+        elif got.shape != shape:
+            problems.append(f"{_name(key)}: checkpoint {got.shape} vs model {shape}")
+        else:
+            out[key] = np.asarray(got, want[key].dtype)
+    extra = sorted(k for k in have if k[0] == "bert" and k not in want)
+    problems += [f"{_name(k)}: in the checkpoint, not in the model" for k in extra]
+    for head in sorted({k[0] for k in want} - {"bert"}):
+        mine = {k: v for k, v in want.items() if k[0] == head}
+        theirs = {k: v for k, v in have.items() if k[0] == head}
+        if theirs and set(theirs) != set(mine):
+            problems.append(
+                f"{head}: the checkpoint's head has {sorted(map(_name, theirs))}, "
+                f"the model's {sorted(map(_name, mine))}"
+            )
+            continue
+        differ = sorted(k for k in theirs if theirs[k].shape != tuple(mine[k].shape))
+        reason = None
+        if not theirs:
+            reason = f"the checkpoint has no {head} head"
+        elif differ:
+            k = differ[0]
+            reason = f"{_name(k)} is {theirs[k].shape} in the checkpoint, {mine[k].shape} here"
+        for k, leaf in mine.items():
+            if reason is None:
+                out[k] = np.asarray(theirs[k], leaf.dtype)
+            elif isinstance(leaf, jax.ShapeDtypeStruct):
+                problems.append(f"{_name(k)}: {reason}, and the target has no value")
+            else:
+                out[k], fresh[_name(k)] = leaf, reason
+    if problems:
+        more = [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        raise CheckpointError(
+            f"{path}: {len(problems)} parameters do not load into the model:\n  "
+            + "\n  ".join(problems[:20] + more)
         )
-    if fmt == "bert_jax":
-        return BertConfig.from_dict(_read_json(d / BERT_JAX_FILE)["config"])
-    if (d / "task.json").exists():
-        return BertConfig.from_dict(_read_json(d / "task.json")["config"])
-    import ml_collections
+    params = formats.unflatten(out)
+    loaded = tuple(_name(k) for k in want if _name(k) not in fresh)
+    unused = tuple(sorted({k[0] for k in have} - {k[0] for k in want}))
+    report = LoadReport(str(path), loaded, fresh, unused)
+    return (params["bert"] if bare else params), report
 
-    from bert_jax.tasks import model_setup
 
-    return model_setup.model_config(ml_collections.ConfigDict(_read_json(d / "config.json")))
+def _name(key: tuple[str, ...]) -> str:
+    return "/".join(key)
+
+
+def _flat(tree: dict) -> dict[tuple[str, ...], Any]:
+    return {
+        tuple(str(k.key) for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _encoder_layout(source: dict, target: dict) -> dict:
+    """`source` (an encoder's params) in the layer layout `target` uses."""
+    src_enc, tgt_enc = source.get("encoder", {}), target.get("encoder", {})
+    stacked_src, stacked_tgt = "layers" in src_enc, "layers" in tgt_enc
+    if stacked_src == stacked_tgt:
+        return source
+    if stacked_tgt:
+        n = sum(1 for k in src_enc if k.startswith("layer_"))
+        enc = stack_layers(src_enc, n)
+    else:
+        n = jax.tree.leaves(src_enc["layers"])[0].shape[0]
+        enc = unstack_layers(src_enc, n)
+    return {**source, "encoder": jax.tree.map(np.asarray, enc)}
 
 
 def model_kwargs(model: nn.Module) -> dict[str, Any]:
@@ -400,7 +233,7 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
     """
     import orbax.checkpoint as ocp
 
-    model, params = _with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
+    model, params = formats.with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
     d = Path(path).absolute()
     if d.exists():
         raise FileExistsError(f"{d} already exists")
@@ -421,69 +254,6 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _load_bert_jax(d: Path):
-    import orbax.checkpoint as ocp
-
-    meta = _read_json(d / BERT_JAX_FILE)
-    cls = MODEL_CLASSES.get(meta.get("model"))
-    if cls is None:
-        raise CheckpointError(
-            f"{d / BERT_JAX_FILE}: unknown model {meta.get('model')!r}; "
-            f"known: {sorted(MODEL_CLASSES)}"
-        )
-    try:
-        config = BertConfig.from_dict(meta["config"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{d / BERT_JAX_FILE}: bad config ({e})") from e
-    _check_vocab(d, config)
-    model = cls(config, **meta.get("model_kwargs", {}))
-    params = ocp.StandardCheckpointer().restore((d / "params").absolute())
-    params = jax.tree.map(np.asarray, params)
-    expected = expected_shapes(model)
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    got = {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
-    if got != expected:
-        bad = sorted(set(got.items()) ^ set(expected.items()))[:5]
-        raise CheckpointError(f"{d}/params does not match {meta['model']} with its config: {bad}")
-    return model, params
-
-
-def _load_workdir(d: Path):
-    """The params of a training run's newest complete checkpoint, and its model."""
-    import orbax.checkpoint as ocp
-
-    info_path = d / "task.json"
-    if info_path.exists():  # written by the trainer: no data needed to rebuild the model
-        info = _read_json(info_path)
-        model = MODEL_CLASSES[info["model"]](
-            BertConfig.from_dict(info["config"]), **info.get("model_kwargs", {})
-        )
-    else:
-        import ml_collections
-
-        from bert_jax import tasks
-
-        model = tasks.get(ml_collections.ConfigDict(_read_json(d / "config.json"))).model()
-    steps = sorted(int(c.name) for c in (d / "checkpoints").iterdir() if c.name.isdigit())
-    if not steps:
-        raise CheckpointError(f"{d}/checkpoints holds no complete checkpoint")
-    state_dir = (d / "checkpoints" / str(steps[-1]) / "state").absolute()
-    # Restore onto this host's first device whatever mesh wrote it: the
-    # target is the stored shapes and dtypes with a single-device sharding.
-    ckptr = ocp.StandardCheckpointer()
-    stored = ckptr.metadata(state_dir).item_metadata.tree
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda m: (
-            jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) if hasattr(m, "shape") else m
-        ),
-        stored,
-        is_leaf=lambda x: hasattr(x, "shape"),
-    )
-    restored = ckptr.restore(state_dir, target)
-    return model, jax.tree.map(np.asarray, restored["params"])
 
 
 def _hf_config(model: nn.Module, architecture: str, num_labels: int | None) -> dict[str, Any]:
@@ -528,7 +298,7 @@ def export_hf(
     """
     from safetensors.numpy import save_file
 
-    model, params = _with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
+    model, params = formats.with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
     if isinstance(model, BertForPreTraining) and not model.nsp:
         raise CheckpointError("HF BertForPreTraining needs an NSP head; this model has none")
     bare = isinstance(model, BertModel)

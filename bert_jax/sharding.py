@@ -102,11 +102,6 @@ def make_mesh(
     return Mesh(grid, MESH_AXES)
 
 
-def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-    """A tree of logical PartitionSpecs -> a tree of NamedShardings."""
-    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
-
-
 def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
     """Drop mesh axes from dims they do not divide evenly (jax needs even shards).
 

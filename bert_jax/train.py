@@ -1,7 +1,13 @@
 """The one training loop: mesh, data, sharded state, jitted step, checkpoints, evals.
 
 Every task (pretraining, GLUE, SQuAD, ...) runs through `run`; a task only
-contributes its model, input pipeline, loss and metrics (`bert_jax.tasks`).
+contributes what `bert_jax.tasks.base.Task` lists: its model, batches, loss
+and metrics.
+
+A workdir belongs to one config. Before anything is written to it, the
+config is compared with the one stored there (config.json) and a checkpoint
+found there is checked against the model; a rerun of a finished workdir with
+the same config returns its results without training or writing.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from etils import epath
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import checkpoint, optim, pretrained, sharding, tasks
-from bert_jax.metrics_writer import MetricWriter, peak_flops_per_device
+from bert_jax import checkpoint, flops, optim, pretrained, sharding, tasks, workdir_config
+from bert_jax.metrics_writer import MetricWriter
+from bert_jax.tasks.base import EvalResult, EvalSet, Task
 
 
 class TrainState(struct.PyTreeNode):
@@ -78,6 +85,15 @@ def validate(config: ml_collections.ConfigDict, workdir: str, mesh, model) -> No
         raise ValueError(f"workdir {workdir} is not writable ({e})") from e
 
 
+def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
+    """An init_checkpoint that is not a readable checkpoint fails before anything else."""
+    if config.get("init_checkpoint"):
+        try:
+            pretrained.detect_format(config.init_checkpoint)
+        except (OSError, pretrained.CheckpointError) as e:
+            raise ValueError(f"config key init_checkpoint: {e}") from e
+
+
 # ----------------------------------------------------------------------------
 # State: planned with eval_shape, created already sharded.
 # ----------------------------------------------------------------------------
@@ -121,41 +137,13 @@ def create_state(model, tx, dummy, shardings, rng) -> TrainState:
 
 
 def load_pretrained(state: TrainState, path: str, shardings: TrainState) -> TrainState:
-    """Copy encoder (and matching head) weights from a checkpoint into `state`.
+    """`state` with its parameters from a checkpoint (`pretrained.load_into` rules).
 
-    Parameters are matched by path and shape; the rest keep their fresh
-    initialisation and are logged. The optimizer state stays fresh.
+    The optimizer state stays fresh: its moments are zeros whatever the params.
     """
-    _, loaded = pretrained.load(path)
-    if "bert" not in loaded:  # a bare encoder checkpoint
-        loaded = {"bert": loaded}
-    flat_new = {
-        tuple(k.key for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(state.params)[0]
-    }
-    flat_old = {
-        tuple(k.key for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]
-    }
-    merged, fresh = {}, []
-    for path, new in flat_new.items():
-        old = flat_old.get(path)
-        if old is not None and tuple(old.shape) == tuple(new.shape):
-            merged[path] = np.asarray(old, dtype=new.dtype)
-        else:
-            merged[path], _ = new, fresh.append("/".join(path))
-    logging.info(
-        "init_checkpoint %s: loaded %d params; %d not loaded (fresh init): %s",
-        path,
-        len(merged) - len(fresh),
-        len(fresh),
-        fresh,
-    )
-    leaves = [
-        merged[tuple(k.key for k in p)]
-        for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]
-    ]
-    params = jax.tree.unflatten(jax.tree.structure(state.params), leaves)
-    params = jax.device_put(params, shardings.params)
-    return state.replace(params=params)
+    params, report = pretrained.load_into(state.params, path)
+    logging.info("%s", report.summary())
+    return state.replace(params=jax.device_put(params, shardings.params))
 
 
 # ----------------------------------------------------------------------------
@@ -195,19 +183,13 @@ def eval_step(params, batch, *, model, task):
     return task.eval_stats(out, batch)
 
 
-def evaluate(eval_fn, params, source, batch_sharding) -> dict[str, Any] | None:
-    """One pass over the held-out source.
-
-    The task's `eval_stats` returns scalars (summed over batches: counts and
-    loss sums) and per-example arrays (concatenated: predictions and labels
-    for metrics that do not decompose, like MCC or Spearman); `valid` marks
-    the padding rows of the last batch.
-    """
-    if source is None:
-        return None
+def evaluate(eval_fn, params, eval_set: EvalSet, batch_sharding) -> dict[str, Any]:
+    """One pass over a held-out set: the task's `eval_stats` summed (scalars:
+    counts, loss sums) or concatenated (per-example arrays: predictions and
+    labels for metrics that do not decompose, like MCC or Spearman)."""
     sums: dict[str, float] = {}
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in source.one_epoch():
+    for batch in eval_set.source.one_epoch():
         out = jax.device_get(eval_fn(params, global_batch(batch, batch_sharding)))
         for k, v in out.items():
             v = np.asarray(v)
@@ -240,66 +222,88 @@ def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.
     }
 
 
+def log_row(rows: list[dict], seconds: float, costs: list[tuple[int, float]]) -> dict:
+    """The train/ and perf/ metrics of the steps since the last log row."""
+    m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    m["train/learning_rate"] = float(rows[-1]["learning_rate"])
+    m["perf/steps_per_second"] = len(rows) / seconds
+    m["perf/tokens_per_second"] = sum(t for t, _ in costs) / seconds
+    peak = flops.peak_flops_per_device()
+    if peak:
+        m["perf/mfu"] = sum(f for _, f in costs) / seconds / (peak * jax.device_count())
+    return m
+
+
 # ----------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None):
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task: Task | None = None,
+    devices=None,
+    allow_config_changes: bool = False,
+):
     """Train (and evaluate) as `config` says.
 
-    `task` replaces the one named by `config.task` and `devices` restricts the
-    mesh to a subset of `jax.devices()` (tests use both).
+    Args:
+      config: a training config (configs/, `bert_jax.configs`).
+      workdir: where config.json, checkpoints, metrics and results go.
+      task: replaces the one named by `config.task`.
+      devices: restricts the mesh to a subset of `jax.devices()`.
+      allow_config_changes: resume a workdir whose stored config differs
+        from `config` in `workdir_config.SAFE_CHANGES` only (else an error).
 
     Returns:
-      (final TrainState, last eval metrics dict).
+      (final TrainState, final eval metrics dict).
     """
     start = time.time()
-    # --- Setup ------------------------------------------------------------
+    # --- Setup: everything checked before anything is written ----------
+    check_init_checkpoint(config)
     task = task or tasks.get(config)
     model = task.model()
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
     validate(config, workdir, mesh, model)
     wd = epath.Path(workdir)
     train_source = task.train_source(jax.process_index(), jax.process_count())
-    if config.get("num_train_epochs"):
-        # Fine-tuning counts epochs; as run_classifier.py: int(N / batch * epochs).
-        steps = int(task.num_train_examples() / config.train_batch_size * config.num_train_epochs)
-        with config.unlocked():
-            config.num_train_steps = max(steps, 1)
-    if jax.process_index() == 0:
-        (wd / "config.json").write_text(config.to_json_best_effort(indent=2))
-        write_task_info(wd, task, model)
+    config = workdir_config.resolve_steps(config, train_source.num_examples)
+    ckpt = checkpoint.Checkpointer(
+        wd,
+        every=config.checkpoint_every,
+        keep=config.keep_checkpoints,
+        best_metric=config.best_metric or None,
+        best_mode=config.best_mode,
+    )
+    resumed = ckpt.latest_step()
+    changes = workdir_config.check_resume(wd, config, resumed, allow_config_changes)
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
-    writer = MetricWriter(workdir, start)
 
-    with mesh, nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    with ckpt, mesh, nn.logical_axis_rules(sharding.LOGICAL_RULES):
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = jax.random.key(config.seed)
         dummy = task.model_inputs(task.dummy_batch())
         abstract, state_sh = plan_state(model, tx, dummy, mesh, rng)
-        ckpt = checkpoint.Checkpointer(
-            wd,
-            every=config.checkpoint_every,
-            keep=config.keep_checkpoints,
-            best_metric=config.best_metric or None,
-            best_mode=config.best_mode,
-        )
-        if ckpt.latest_step() is not None:
+        if resumed is not None:
             state, data_states = ckpt.restore(abstract)
             # Every host's state was saved; each source takes its own part
             # (a data shard may have moved host if the host count changed).
-            merged = {}
-            for d in data_states:
-                merged.update(d)
-            train_source.set_state(merged)
-            logging.info("resumed from step %d", int(state.step))
+            train_source.set_state({k: v for d in data_states for k, v in d.items()})
+            logging.info("resumed from step %d", resumed)
         else:
             state = create_state(model, tx, dummy, state_sh, rng)
             if config.init_checkpoint:
                 state = load_pretrained(state, config.init_checkpoint, state_sh)
-        eval_source = task.eval_source(jax.process_index(), jax.process_count())
+        finished = workdir_config.finished_metrics(wd, resumed, config.num_train_steps)
+        if finished is not None:
+            logging.info("%s finished at step %d: nothing to do", workdir, resumed)
+            return state, finished
+        if jax.process_index() == 0:
+            workdir_config.write(wd, config, changes, resumed or 0)
+            write_task_info(wd, task, model)
+        eval_sets = task.eval_sets(jax.process_index(), jax.process_count())
 
         # --- Compiled functions ------------------------------------------
         step_fn = jax.jit(
@@ -322,123 +326,95 @@ def run(config: ml_collections.ConfigDict, workdir: str, task=None, devices=None
             out_shardings=NamedSharding(mesh, PartitionSpec()),
         )
 
-        def run_eval(step):
-            sources = eval_source if isinstance(eval_source, dict) else {"": eval_source}
-            m = {}
-            for suffix, source in (sources or {}).items():
-                totals = evaluate(eval_fn, state.params, source, batch_sh)
-                if totals is not None:
-                    m |= {f"eval/{k}{suffix}": v for k, v in task.finalize(totals).items()}
-            if m:
-                writer.write(step, m)
-                logging.info("step %d eval %s", step, m)
-            return m
+        def run_eval(step) -> tuple[dict[str, float], dict[str, str]]:
+            metrics, files = {}, {}
+            for eval_set in eval_sets:
+                stats = evaluate(eval_fn, state.params, eval_set, batch_sh)
+                result: EvalResult = task.finalize(eval_set, stats)
+                metrics |= {f"eval/{k}{eval_set.suffix}": v for k, v in result.metrics.items()}
+                files |= result.files
+            if metrics:
+                writer.write(step, metrics)
+                logging.info("step %d eval %s", step, metrics)
+            return metrics, files
 
         def save(step, metrics=None, force=False):
             data_states = gather_data_states(train_source.get_state())
             ckpt.save(step, state, data_states, metrics=metrics, force=force)
 
         # --- Loop --------------------------------------------------------
-        guard = checkpoint.PreemptionGuard()
-        # Per batch width: with data.length_bucket batches are cut to their longest row.
-        flops = functools.cache(task.flops_per_example)
-        tokens = functools.cache(task.tokens_per_example)
-        peak = peak_flops_per_device()
-        first = int(state.step)
-        step = first
+        first = step = int(state.step)
         last_metrics: dict[str, float] = {}
         it = iter(train_source)
-        t_log, n_log = time.time(), 0
-        pending, widths = [], []
-        with guard:
+        t_log, pending, costs = time.time(), [], []
+        stopped = False
+        mc = model.config
+        with (
+            MetricWriter(workdir, start, resume_step=first) as writer,
+            checkpoint.PreemptionGuard() as guard,
+        ):
             while step < config.num_train_steps:
                 local = next(it)
-                if step == first:
-                    check_token_ids(local, model.config)
+                check_token_ids(local, mc)
                 batch = global_batch(local, batch_sh)
                 state, metrics = step_fn(state, batch)
                 step += 1
-                n_log += 1
                 pending.append(metrics)
-                widths.append(batch["input_ids"].shape[-1])
+                costs.append(flops.batch_cost(mc, task.model_inputs(batch)))
                 if step % config.log_every == 0 or step == config.num_train_steps:
                     rows = jax.device_get(pending)
-                    now = time.time()
-                    seconds = max(now - t_log, 1e-9)
-                    rate = n_log / seconds
-                    per_second = config.train_batch_size / seconds
-                    m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                    m["train/learning_rate"] = float(rows[-1]["learning_rate"])
+                    m = log_row(rows, max(time.time() - t_log, 1e-9), costs)
                     if not np.isfinite(m["train/loss"]):
                         # Nothing good comes after: stop rather than train on NaN.
-                        ckpt.close()  # finishes the saves in flight
-                        writer.close()
                         raise FloatingPointError(
                             f"train/loss is {m['train/loss']} at step {step} (steps "
-                            f"{step - n_log + 1}..{step}); lower optimizer.learning_rate or "
-                            "check the data"
+                            f"{step - len(rows) + 1}..{step}); lower optimizer.learning_rate "
+                            "or check the data"
                         )
-                    m["perf/steps_per_second"] = rate
-                    m["perf/tokens_per_second"] = per_second * sum(map(tokens, widths))
-                    if peak:
-                        work = per_second * sum(map(flops, widths))
-                        m["perf/mfu"] = work / (peak * jax.device_count())
-                    pending, widths = [], []
                     writer.write(step, m)
-                    eta = (config.num_train_steps - step) / max(rate, 1e-9)
                     if jax.process_index() == 0:
+                        eta = (config.num_train_steps - step) / m["perf/steps_per_second"]
                         print(
                             f"step {step}/{config.num_train_steps} loss {m['train/loss']:.4f} "
-                            f"{rate:.2f} steps/s eta {eta:.0f}s",
+                            f"{m['perf/steps_per_second']:.2f} steps/s eta {eta:.0f}s",
                             flush=True,
                         )
-                    t_log, n_log = time.time(), 0
+                    t_log, pending, costs = time.time(), [], []
                 eval_metrics = None
-                if (
-                    config.eval_every
-                    and step % config.eval_every == 0
-                    and step < config.num_train_steps
-                ):
-                    eval_metrics = run_eval(step)
+                # The final step's eval comes after the loop (it also writes files).
+                due = config.eval_every and step % config.eval_every == 0
+                if due and step < config.num_train_steps:
+                    eval_metrics, _ = run_eval(step)
                     last_metrics = eval_metrics or last_metrics
-                stop = guard.should_stop()
+                stopped = guard.should_stop()
                 # The last step is saved after the final eval, with its metrics.
-                if stop or (ckpt.should_save(step) and step < config.num_train_steps):
-                    save(step, eval_metrics, force=stop)
-                if stop:
+                if stopped or (ckpt.should_save(step) and step < config.num_train_steps):
+                    save(step, eval_metrics, force=stopped)
+                if stopped:
                     logging.warning("preemption signal: saved step %d, exiting", step)
-                    ckpt.close()
-                    writer.close()
-                    return state, last_metrics
-        # --- End: final eval and checkpoint ------------------------------
-        if step > first or not last_metrics:
-            last_metrics = run_eval(step) or last_metrics
-        save(step, last_metrics or None, force=True)  # skipped if this step is saved
-        ckpt.close()
-    writer.close()
-    if jax.process_index() == 0 and hasattr(task, "write_predictions"):
-        task.write_predictions(wd)  # e.g. SQuAD predictions.json from the final eval
-    if jax.process_index() == 0 and last_metrics:
-        results = {
-            "step": step,
-            "metrics": last_metrics,
-            "init_checkpoint": config.init_checkpoint,
-            "config": json.loads(config.to_json_best_effort()),
-        }
-        (wd / "results.json").write_text(json.dumps(results, indent=2))
+                    break
+            if stopped:
+                return state, last_metrics
+            # --- End: final eval, checkpoint, outputs -----------------------
+            last_metrics, files = run_eval(step)
+            save(step, last_metrics or None, force=True)  # skipped if this step is saved
+    if jax.process_index() == 0:
+        for name, text in files.items():
+            (wd / name).write_text(text)
+        workdir_config.write_results(wd, step, last_metrics, config)
     return state, last_metrics
 
 
-def write_task_info(wd: epath.Path, task, model) -> None:
+def write_task_info(wd: epath.Path, task: Task, model) -> None:
     """task.json (model class, architecture, labels) and vocab.txt, so the
     workdir alone serves `pretrained.load` and `bert_jax.predict`."""
     info = {
         "model": type(model).__name__,
         "config": model.config.to_dict(),
         "model_kwargs": pretrained.model_kwargs(model),
-        "labels": list(task.labels) if getattr(task, "labels", None) else None,
+        "labels": list(task.labels) if task.labels else None,
     }
-    tok = getattr(task, "tok", None)
+    tok = task.tokenizer()
     if tok is not None:
         info["do_lower_case"] = tok.do_lower_case
         (wd / "vocab.txt").write_text(

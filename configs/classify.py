@@ -14,8 +14,8 @@ Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification") report
 BERT-base test error 5.4-6.0% with head+tail truncation at 512 tokens.
 """
 
-from configs import finetune
-from configs.common import parse_arg
+from bert_jax.configs import finetune
+from bert_jax.configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):

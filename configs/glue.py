@@ -13,8 +13,8 @@ STS-B Pearson 88.94, QQP 90.76, MNLI-m 83.80, QNLI 90.82, RTE 64.76.
 Without data.data_dir the data comes from TFDS `glue/<task>`.
 """
 
-from configs import finetune
-from configs.common import parse_arg
+from bert_jax.configs import finetune
+from bert_jax.configs.common import parse_arg
 
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 

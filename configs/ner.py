@@ -11,8 +11,8 @@ document context; sentence-level runs land lower). Without data.data_dir the
 data comes from TFDS `conll2003`.
 """
 
-from configs import finetune
-from configs.common import parse_arg
+from bert_jax.configs import finetune
+from bert_jax.configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):
@@ -24,7 +24,6 @@ def get_config(arg: str | None = None):
     c.data.train_file = "train.txt"
     c.data.eval_file = "valid.txt"
     c.data.test_file = "test.txt"
-    c.data.on_error = "fail"  # or "skip" malformed lines (counted)
     if a.tiny or a.runlocal:
         finetune.tiny(c)
     return c

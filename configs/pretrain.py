@@ -1,8 +1,9 @@
 """BERT pretraining (MLM + NSP/SOP) on TFRecords from create_pretraining_data.
 
-Arguments: `model=tiny|mini|small|medium|base|large`, `phase=1|2`,
+Arguments: `model=tiny|mini|small|medium|base|large` (default base; large
+for MLPerf; tiny for the laptop variant), `phase=1|2`,
 `recipe=bert|roberta|mlperf`, and `tiny` (or `runlocal`) for a laptop-sized
-run. Launch:
+run (data, batch and steps; an explicit `model=` is kept). Launch:
 
     # Data (original recipe, static masking), then phase 1 at length 128:
     python -m bert_jax.data.create_pretraining_data --input_file='corpus/*.txt' \
@@ -38,18 +39,25 @@ Expected results, with their sources:
     baseline.
 """
 
-from configs import common
+from bert_jax.configs import common
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, model="base", phase=1, recipe="bert", tiny=False, runlocal=False)
+    a = common.parse_arg(arg, model="", phase=1, recipe="bert", tiny=False, runlocal=False)
     if a.recipe not in ("bert", "roberta", "mlperf"):
         raise ValueError(f"recipe={a.recipe!r}: choose bert, roberta or mlperf")
     if a.phase not in (1, 2):
         raise ValueError(f"phase={a.phase}: choose 1 or 2")
+    laptop = a.tiny or a.runlocal
+    # An explicit model= is kept by every variant (model=mini,tiny trains a
+    # mini model on the laptop data); without it: base, large for MLPerf, tiny
+    # for the laptop variant.
+    size = common.check_size(a.model) or (
+        "tiny" if laptop else "large" if a.recipe == "mlperf" else "base"
+    )
     c = common.base_config()
     c.task = "pretraining"
-    c.model.size = a.model
+    c.model.size = size
     c.nsp = True  # NSP head and loss; False for RoBERTa-style MLM only
     c.masked_lm_prob = 0.15  # dynamic masking only; static records carry their masks
     c.whole_word_mask = False
@@ -79,17 +87,15 @@ def get_config(arg: str | None = None):
         c.max_seq_length, c.num_train_steps, c.train_batch_size = 512, 500_000, 8192
         c.optimizer.learning_rate, c.optimizer.warmup_steps, c.optimizer.b2 = 6e-4, 24_000, 0.98
     elif a.recipe == "mlperf":
-        c.model.size = "large" if a.model == "base" else a.model
         c.max_seq_length, c.max_predictions_per_seq = 512, 76
         c.optimizer.name, c.optimizer.warmup_steps = "lamb", 0
         c.num_train_steps = 10_000
         c.eval_every = c.checkpoint_every = 500
-    if a.tiny or a.runlocal:
+    if laptop:
         # Offline: pretraining data built from the standard library's
         # docstrings (bert_jax/data/embedded_pretraining.py) unless set.
         c.data.train_files = c.data.eval_files = "embedded"
         c.model.vocab_size = 8000  # embedded_pretraining.VOCAB_SIZE
-        c.model.size = "tiny"
         c.max_seq_length = min(c.max_seq_length, 128)
         c.max_predictions_per_seq = min(c.max_predictions_per_seq, 20)
         c.train_batch_size = c.eval_batch_size = 16

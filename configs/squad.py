@@ -2,7 +2,7 @@
 
     python -m bert_jax.main --config=configs/squad.py:version=1.1 --workdir=runs/squad11 \
         --config.init_checkpoint=/ckpt/uncased_L-12_H-768_A-12 --config.data.data_dir=/data/squad
-    python -m bert_jax.tasks.squad_eval /data/squad/dev-v1.1.json runs/squad11/predictions.json
+    python -m bert_jax.metrics.squad /data/squad/dev-v1.1.json runs/squad11/predictions.json
     # Without data.data_dir: TFDS squad/v2.0 (train / validation splits).
     python -m bert_jax.main --config=configs/squad.py:version=2.0 --workdir=runs/squad20 \
         --config.init_checkpoint=/ckpt/uncased_L-12_H-768_A-12
@@ -24,8 +24,8 @@ threshold tuned on dev, with eval/tuned_exact_match and eval/tuned_f1
 (predictions_tuned.json); `bert_jax.predict` uses the tuned one.
 """
 
-from configs import finetune
-from configs.common import parse_arg
+from bert_jax.configs import finetune
+from bert_jax.configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):
@@ -46,7 +46,6 @@ def get_config(arg: str | None = None):
     # Without data_dir: TFDS squad/v<version> (tensorflow_datasets squad_dataset_builder.py).
     c.data.train_split = "train"
     c.data.eval_split = "validation"
-    c.data.on_error = "fail"  # or "skip" answers whose text does not match answer_start
     c.data.max_eval_examples = 0  # 0: all
     c.data.length_bucket = 128  # most windows are long: at most 3 widths to compile
     if a.tiny or a.runlocal:

@@ -17,8 +17,8 @@ contexts and 4 endings built adversarially against BERT, so the SWAG
 numbers above do not carry over to it.
 """
 
-from configs import finetune
-from configs.common import parse_arg
+from bert_jax.configs import finetune
+from bert_jax.configs.common import parse_arg
 
 
 def get_config(arg: str | None = None):

@@ -26,6 +26,7 @@ def main():
 
     from bert_jax.data import build_vocab, corpus, embedded_corpus, pretraining_loader
     from bert_jax.data import create_pretraining_data as cpd
+    from bert_jax.data.masking_vocab import MaskingVocab
     from bert_jax.data.pretraining_instances import RecipeConfig
     from bert_jax.data.tokenizer import BertTokenizer
     from bert_jax.models.bert import config_for_size
@@ -53,7 +54,7 @@ def main():
         max_seq_length=128,
         max_predictions=20,
         global_batch_size=args.batch,
-        masking=pretraining_loader.MaskingSpec.from_tokenizer(tok),
+        masking_vocab=MaskingVocab.from_vocab(tok.vocab),
     )
     it = iter(loader)
     next(it)

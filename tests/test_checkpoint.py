@@ -14,6 +14,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_jax import checkpoint
+from tests.numerics import assert_equal
 
 
 class TrainState(struct.PyTreeNode):
@@ -69,7 +70,7 @@ def assert_trees_equal(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         assert x.dtype == y.dtype
-        np.testing.assert_array_equal(x, y)
+        assert_equal(x, y)
 
 
 def test_no_checkpoint(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from bert_jax import optim
 from bert_jax.models.bert import config_for_size, stack_layers
 from bert_jax.models.heads import BertForPreTraining
+from tests.numerics import assert_close
 
 
 def _cfg(**overrides):
@@ -32,22 +33,22 @@ def _lrs(cfg, total, steps):
 def test_linear_schedule_warms_up_then_decays_to_zero():
     cfg = _cfg(learning_rate=1e-3, warmup_steps=10)
     lrs = _lrs(cfg, 110, [0, 5, 10, 60, 110, 200])
-    np.testing.assert_allclose(lrs, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], rtol=1e-6)
+    assert_close(lrs, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], rtol=1e-6)
     assert lrs[4] == 0.0  # exactly zero at the last step
 
 
 def test_cosine_and_constant_schedules():
     cos = _lrs(_cfg(learning_rate=1.0, warmup_steps=4, schedule="cosine"), 12, [2, 4, 8, 12])
-    np.testing.assert_allclose(cos, [0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    assert_close(cos, [0.5, 1.0, 0.5, 0.0], atol=1e-6)
     const = _lrs(_cfg(learning_rate=1.0, warmup_steps=4, schedule="constant"), 12, [2, 4, 12])
-    np.testing.assert_allclose(const, [0.5, 1.0, 1.0], atol=1e-7)
+    assert_close(const, [0.5, 1.0, 1.0], atol=1e-7)
     no_warmup = _lrs(_cfg(learning_rate=1.0, warmup_steps=0), 10, [0, 5])
-    np.testing.assert_allclose(no_warmup, [1.0, 0.5], atol=1e-7)
+    assert_close(no_warmup, [1.0, 0.5], atol=1e-7)
 
 
 def test_warmup_proportion():
     cfg = _cfg(learning_rate=1.0, warmup_steps=0, warmup_proportion=0.1)
-    np.testing.assert_allclose(_lrs(cfg, 200, [10, 20, 110]), [0.5, 1.0, 0.5], atol=1e-6)
+    assert_close(_lrs(cfg, 200, [10, 20, 110]), [0.5, 1.0, 0.5], atol=1e-6)
 
 
 # --- Weight-decay mask -----------------------------------------------------------------
@@ -161,9 +162,7 @@ def _run(name, params, grads, warmup, tx=None):
 
 
 def _close(actual, expected):
-    jax.tree.map(
-        lambda a, e: np.testing.assert_allclose(a, e, rtol=2e-5, atol=1e-6), actual, expected
-    )
+    jax.tree.map(lambda a, e: assert_close(a, e, rtol=2e-5, atol=1e-6), actual, expected)
 
 
 @pytest.mark.parametrize("warmup", [0, 2])
@@ -233,12 +232,12 @@ def test_accumulated_gradients_equal_full_batch():
     (loss, aux), grads = grad_fn(params, batch, rng)
     accumulate = jax.jit(functools.partial(optim.accumulate_gradients, grad_fn, num_micro=4))
     (loss4, aux4), grads4 = accumulate(params, batch, rng=rng)
-    np.testing.assert_allclose(loss4, loss, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(aux4["mae"], aux["mae"], rtol=1e-6, atol=1e-6)
-    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6), grads4, grads)
+    assert_close(loss4, loss, rtol=1e-6, atol=1e-6)
+    assert_close(aux4["mae"], aux["mae"], rtol=1e-6, atol=1e-6)
+    jax.tree.map(lambda a, e: assert_close(a, e, rtol=1e-6, atol=1e-6), grads4, grads)
     # Microbatch i draws from fold_in(rng, i).
     noise = np.mean([jax.random.uniform(jax.random.fold_in(rng, i)) for i in range(4)])
-    np.testing.assert_allclose(aux4["noise"], noise, rtol=1e-6)
+    assert_close(aux4["noise"], noise, rtol=1e-6)
 
 
 def test_accumulation_rejects_indivisible_batch():

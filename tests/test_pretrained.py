@@ -11,30 +11,18 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from bert_jax import checkpoint_names as names  # noqa: E402
-from bert_jax import pretrained  # noqa: E402
-from bert_jax.data.tokenizer import BertTokenizer  # noqa: E402
-from bert_jax.models.bert import BertModel  # noqa: E402
-from bert_jax.models.heads import BertForPreTraining  # noqa: E402
+from bert_jax import pretrained
+from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.models.bert import BertModel
+from bert_jax.models.heads import BertForPreTraining
+from tests import checkpoint_sources
+from tests.checkpoint_sources import torch, transformers
+from tests.numerics import assert_close, assert_equal, max_abs_diff
 
 TOL = 1e-4
 
 
-def _hf_pretraining(tmp_path, **cfg):
-    torch.manual_seed(0)
-    config = transformers.BertConfig(**cfg)
-    model = transformers.BertForPreTraining(config).eval()
-    # Non-zero biases and LayerNorm params so a mis-mapped vector shows up.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 1:
-                p.add_(0.05 * torch.randn_like(p))
-    d = tmp_path / "hf"
-    model.save_pretrained(d)
-    return model, d
+_hf_pretraining = checkpoint_sources.hf_pretraining
 
 
 def _padded_batch(vocab, batch=3, length=16, seed=0):
@@ -65,13 +53,18 @@ def _hf_outputs(model, ids, types, mask):
 
 
 def _max_diffs(ours, ref, mask):
+    """Max abs difference per output over real positions (padded query positions
+    are not defined outputs); fails on a non-finite value anywhere in either."""
     m = mask[..., None].astype(bool)
-    out = {}
-    for k, v in ref.items():
-        a, b = np.asarray(ours[k], np.float32), v
-        # Padded query positions are not defined outputs; compare real ones.
-        out[k] = float(np.abs(np.where(m, a - b, 0)).max() if a.ndim == 3 else np.abs(a - b).max())
-    return out
+    return {
+        k: max_abs_diff(np.asarray(ours[k], np.float32), v, where=m if v.ndim == 3 else None)
+        for k, v in ref.items()
+    }
+
+
+def _assert_parity(diffs, tol=TOL):
+    bad = {k: v for k, v in diffs.items() if not v < tol}
+    assert not bad, f"above {tol}: {bad}"
 
 
 TINY = dict(
@@ -100,7 +93,7 @@ def test_hf_pretraining_parity(tmp_path, cfg):
     ours = model.apply({"params": params}, ids, types, mask, deterministic=True)
     diffs = _max_diffs(ours, _hf_outputs(hf, ids, types, mask), mask)
     print("HF BertForPreTraining parity", cfg["hidden_size"], diffs)
-    assert max(diffs.values()) < TOL, diffs
+    _assert_parity(diffs)
 
 
 def test_hf_attentions_and_hidden_states(tmp_path):
@@ -120,10 +113,10 @@ def test_hf_attentions_and_hidden_states(tmp_path):
             output_hidden_states=True,
         )
     for a, b in zip(ours["hidden_states"], o.hidden_states, strict=True):
-        np.testing.assert_allclose(np.asarray(a)[mask == 1], b.numpy()[mask == 1], atol=TOL)
+        assert_close(np.asarray(a)[mask == 1], b.numpy()[mask == 1], atol=TOL)
     for a, b in zip(ours["attentions"], o.attentions, strict=True):
         sel = mask.astype(bool)[:, None, :, None]
-        np.testing.assert_allclose(np.where(sel, a, 0), np.where(sel, b.numpy(), 0), atol=TOL)
+        assert_close(np.where(sel, a, 0), np.where(sel, b.numpy(), 0), atol=TOL)
 
 
 def _glue_sentences(shared_data, n=64):
@@ -157,58 +150,10 @@ def test_minilm_real_checkpoint_on_glue_sentences(minilm_dir, shared_data):
     ref = {"sequence_output": o.last_hidden_state.numpy(), "pooled_output": o.pooler_output.numpy()}
     diffs = _max_diffs(ours, ref, enc["attention_mask"])
     print("MiniLM parity", diffs)
-    assert max(diffs.values()) < TOL, diffs
+    _assert_parity(diffs)
 
 
-def _write_tf_checkpoint(d, hf_dir, extra=None):
-    """Write an original-format TF BERT release from an HF model's weights.
-
-    The variable names come from the original modeling.py scopes; values go
-    through the HF -> TF layout conversion of the name table. Optimizer slots
-    and global_step are written too, as run_pretraining.py checkpoints have.
-    """
-    import tensorflow as tf
-    from safetensors.numpy import load_file
-
-    hf_tensors = load_file(hf_dir / "model.safetensors")
-    model, params = pretrained.load(hf_dir)
-    entries = names.encoder_entries(model.config.num_layers)
-    entries += names.HEAD_ENTRIES["mlm"] + names.HEAD_ENTRIES["nsp"]
-    tensors = {}
-    for e in entries:
-        leaf = params
-        for k in e.path:
-            leaf = leaf[k]
-        tensors[e.tf] = names.from_ours(e, leaf, "tf")
-    first = entries[0].tf
-    tensors[first + "/adam_m"] = np.zeros_like(tensors[first])
-    tensors["global_step"] = np.array(1000, np.int64)
-    tensors.update(extra or {})
-    d.mkdir()
-    keys = sorted(tensors)
-    tf.raw_ops.SaveV2(
-        prefix=str(d / "bert_model.ckpt"),
-        tensor_names=keys,
-        shape_and_slices=[""] * len(keys),
-        tensors=[tf.constant(tensors[k]) for k in keys],
-    )
-    hf_cfg = json.loads((hf_dir / "config.json").read_text())
-    keep = (
-        "attention_probs_dropout_prob",
-        "hidden_dropout_prob",
-        "hidden_size",
-        "initializer_range",
-        "intermediate_size",
-        "max_position_embeddings",
-        "num_attention_heads",
-        "num_hidden_layers",
-        "type_vocab_size",
-        "vocab_size",
-    )
-    bert_config = {k: hf_cfg[k] for k in keep}
-    bert_config["hidden_act"] = "gelu"  # means the tanh form in the original code
-    (d / "bert_config.json").write_text(json.dumps(bert_config))
-    assert set(hf_tensors)  # the HF file was read
+_write_tf_checkpoint = checkpoint_sources.write_tf_checkpoint
 
 
 def test_original_tf_checkpoint_loads_to_same_outputs(tmp_path):
@@ -221,7 +166,7 @@ def test_original_tf_checkpoint_loads_to_same_outputs(tmp_path):
     ours = model.apply({"params": params}, ids, types, mask)
     diffs = _max_diffs(ours, _hf_outputs(hf, ids, types, mask), mask)
     print("TF-format parity", diffs)
-    assert max(diffs.values()) < TOL, diffs
+    _assert_parity(diffs)
 
 
 def test_export_hf_round_trip(tmp_path, minilm_dir):
@@ -231,12 +176,11 @@ def test_export_hf_round_trip(tmp_path, minilm_dir):
     back = transformers.BertForPreTraining.from_pretrained(str(out)).eval()
     ids, types, mask = _padded_batch(TINY["vocab_size"])
     ref, got = _hf_outputs(hf, ids, types, mask), _hf_outputs(back, ids, types, mask)
-    diffs = {k: float(np.abs(ref[k] - got[k]).max()) for k in ref}
-    assert max(diffs.values()) < 1e-6, diffs
+    _assert_parity({k: max_abs_diff(got[k], ref[k]) for k in ref}, tol=1e-6)
     # And back into bert_jax: identical parameters.
     model2, params2 = pretrained.load(out)
     assert type(model2) is type(model)
-    jax.tree.map(np.testing.assert_array_equal, params, params2)
+    jax.tree.map(assert_equal, params, params2)
 
     # A bare encoder (MiniLM, no MLM head) exports as BertModel and still
     # loads in HF BertForPreTraining, with fresh heads.
@@ -245,7 +189,7 @@ def test_export_hf_round_trip(tmp_path, minilm_dir):
     hf2 = transformers.BertForPreTraining.from_pretrained(str(out2))
     ref_model = transformers.BertModel.from_pretrained(str(minilm_dir))
     w = ref_model.embeddings.word_embeddings.weight.detach().numpy()
-    np.testing.assert_array_equal(hf2.bert.embeddings.word_embeddings.weight.detach().numpy(), w)
+    assert_equal(hf2.bert.embeddings.word_embeddings.weight.detach().numpy(), w)
 
 
 def test_pytorch_bin_and_bert_jax_format(tmp_path):
@@ -257,15 +201,12 @@ def test_pytorch_bin_and_bert_jax_format(tmp_path):
     model, params = pretrained.load(bin_dir)
     ids, types, mask = _padded_batch(TINY["vocab_size"])
     ref = _hf_outputs(hf, ids, types, mask)
-    assert (
-        max(_max_diffs(model.apply({"params": params}, ids, types, mask), ref, mask).values()) < TOL
-    )
+    _assert_parity(_max_diffs(model.apply({"params": params}, ids, types, mask), ref, mask))
 
     pretrained.save(tmp_path / "ours", model, params)
     m2, p2 = pretrained.load(tmp_path / "ours", scan_layers=True)
     assert m2.config.scan_layers and "layers" in p2["bert"]["encoder"]
-    diffs = _max_diffs(m2.apply({"params": p2}, ids, types, mask), ref, mask)
-    assert max(diffs.values()) < TOL
+    _assert_parity(_max_diffs(m2.apply({"params": p2}, ids, types, mask), ref, mask))
     with pytest.raises(FileExistsError):
         pretrained.save(tmp_path / "ours", model, params)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

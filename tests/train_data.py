@@ -1,4 +1,4 @@
-"""A small batch source for trainer tests: MLM + NSP examples from real SST-2 text.
+"""Trainer test data: MLM + NSP examples from real SST-2 text, and a tiny config for them.
 
 Sentence pairs from the SST-2 training file, tokenized with the real
 bert-base-uncased vocabulary, 15% of the tokens masked (80/10/10), half of the
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bert_jax import configs
 from bert_jax.data import pretraining_records
 from bert_jax.data.tokenizer import BertTokenizer
+
+PRETRAIN_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "pretrain.py")
 
 
 def make_examples(shared_data: Path, n: int, seq_len: int = 32, max_pred: int = 5, seed: int = 0):
@@ -53,15 +56,58 @@ def make_examples(shared_data: Path, n: int, seq_len: int = 32, max_pred: int = 
     return {k: np.stack(v) for k, v in cols.items()}
 
 
+def write_tfrecord(path: str, examples: dict[str, np.ndarray]) -> None:
+    """Aligned arrays (one row per example) as tf.Examples in the original feature layout."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(path) as w:
+        for i in range(len(examples["input_ids"])):
+            feats = {}
+            for name, (dtype, _) in pretraining_records.FEATURES.items():
+                row = np.asarray(examples[name][i]).reshape(-1)
+                if dtype == tf.float32:
+                    feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=row))
+                else:
+                    feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=row))
+            w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+
+
 def write_records(shared_data: Path, out_dir: Path, n_train=256, n_eval=64, **kw) -> dict:
     """Write train/eval TFRecords; returns the config values that point at them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ex = make_examples(shared_data, n_train + n_eval, **kw)
     train = {k: v[:n_train] for k, v in ex.items()}
     held = {k: v[n_train:] for k, v in ex.items()}
-    pretraining_records.write_tfrecord(str(out_dir / "train-0.tfrecord"), train)
-    pretraining_records.write_tfrecord(str(out_dir / "eval-0.tfrecord"), held)
+    write_tfrecord(str(out_dir / "train-0.tfrecord"), train)
+    write_tfrecord(str(out_dir / "eval-0.tfrecord"), held)
     return {
         "train_files": str(out_dir / "train-*.tfrecord"),
         "eval_files": str(out_dir / "eval-*.tfrecord"),
     }
+
+
+def tiny_config(records, **overrides):
+    """configs/pretrain.py:tiny on `write_records`' files, 3 steps; `overrides` as
+    {"key" or "node.key": value}."""
+    c = configs.load(PRETRAIN_CONFIG + ":tiny")
+    c.data.train_files = records["train_files"]
+    c.model.vocab_size = 30522  # the records' ids are bert-base-uncased ones
+    # No held-out set (and no eval compile) unless a test asks for one.
+    c.data.eval_files = ""
+    c.max_seq_length, c.max_predictions_per_seq = 32, 5
+    # 4 heads and a 256-wide MLP so every mesh below can split them.
+    c.model.num_heads = 4
+    c.model.intermediate_size = 256
+    c.train_batch_size = c.eval_batch_size = 16
+    c.num_train_steps = 3
+    c.log_every = 1
+    c.eval_every = 0
+    c.checkpoint_every = 1000
+    c.mesh_shape = (-1, 1, 1)
+    for key, value in overrides.items():
+        node, *rest = key.split(".")
+        if rest:
+            c[node][rest[0]] = value
+        else:
+            c[key] = value
+    return c

@@ -117,6 +117,11 @@ class ArraySource:
         )
 
     @property
+    def num_examples(self) -> int:
+        """Rows per epoch (all hosts): what num_train_epochs counts."""
+        return self.num_rows
+
+    @property
     def batches_per_epoch(self) -> int:
         full, rest = divmod(self.num_rows, self.global_batch_size)
         return full if self.drop_remainder or rest == 0 else full + 1

@@ -34,14 +34,12 @@ file.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 
-import tensorflow as tf
 from absl import app, flags, logging
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from bert_jax.data import corpus, embedded_corpus
+from bert_jax.data import bad_input, corpus, embedded_corpus, files
 from bert_jax.data.tokenizer import SPECIAL_TOKENS
 
 # Unused slots before [UNK] in Google's vocab.txt: [unused0] .. [unused98].
@@ -142,11 +140,10 @@ def build_vocab(
 
 
 def write_vocab(tokens: Iterable[str], path: str) -> int:
-    """Writes vocab.txt, one token per line, atomically.
+    """Writes vocab.txt, one token per line, atomically (`files.atomic_write`).
 
-    The tokens go to a temporary file beside `path`, renamed over `path` only
-    once all are written, so an error leaves no partial file (and any
-    previous `path` untouched). Works for local and gs:// paths.
+    An error leaves no partial file (and any previous `path` untouched).
+    Works for local and gs:// paths.
 
     Returns:
       The number of tokens written.
@@ -154,22 +151,15 @@ def write_vocab(tokens: Iterable[str], path: str) -> int:
     Raises:
       ValueError: a token is empty, holds whitespace or repeats.
     """
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     seen: set[str] = set()
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            for token in tokens:
-                if not token or any(c.isspace() for c in token):
-                    raise ValueError(f"token {len(seen)} is empty or holds whitespace: {token!r}")
-                if token in seen:
-                    raise ValueError(f"token {token!r} appears twice")
-                seen.add(token)
-                f.write(token + "\n")
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise
+    with files.atomic_write(path) as f:
+        for token in tokens:
+            if not token or any(c.isspace() for c in token):
+                raise ValueError(f"token {len(seen)} is empty or holds whitespace: {token!r}")
+            if token in seen:
+                raise ValueError(f"token {token!r} appears twice")
+            seen.add(token)
+            f.write(f"{token}\n".encode())
     return len(seen)
 
 
@@ -178,7 +168,12 @@ def write_vocab(tokens: Iterable[str], path: str) -> int:
 
 def _define_flags() -> None:
     """Flags, defined only when run as a script so importing defines none."""
-    flags.DEFINE_string("input_file", None, "Comma-separated globs of BERT-format text files.")
+    flags.DEFINE_string(
+        "input_file",
+        None,
+        "Comma-separated globs of BERT-format text files; tfds:NAME[:SPLIT[:FEATURE]] "
+        "reads a TFDS text dataset.",
+    )
     flags.DEFINE_bool("embedded_corpus", False, "Also read the stdlib documentation corpus.")
     flags.DEFINE_string("output_file", None, "The vocab.txt to write (local or gs://).")
     flags.DEFINE_integer("vocab_size", 30522, "Lines of vocab.txt, specials included.")
@@ -188,9 +183,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("limit_alphabet", 1000, "Most distinct characters kept.")
     flags.DEFINE_enum(
         "on_bad_input",
-        "fail",
-        ["fail", "skip"],
-        "A non-UTF-8 line or an empty file: fail, or skip (count and warn).",
+        bad_input.FAIL,
+        list(bad_input.VALUES),
+        "A non-UTF-8 line or an empty file: fail, or skip (count and warn); see bad_input.py.",
     )
     flags.mark_flag_as_required("output_file")
 
@@ -214,8 +209,9 @@ def main(argv: list[str]) -> None:
     stats = corpus.CorpusStats()
     sources = []
     if cfg.input_file:
-        on_empty = "fail" if cfg.on_bad_input == "fail" else "warn"
-        sources.append(corpus.text_documents(cfg.input_file, cfg.on_bad_input, on_empty, stats))
+        sources.append(
+            corpus.text_documents(cfg.input_file, on_bad_input=cfg.on_bad_input, stats=stats)
+        )
     if cfg.embedded_corpus:
         sources.append(embedded_corpus.embedded_documents())
     counts = {"documents": 0, "sentences": 0, "characters": 0}

@@ -11,14 +11,15 @@ always come out in IOB2.
     sentences, stats = read_conll("train.txt")
     features, meta = make_features(sentences, tokenizer, NER_LABELS, max_seq_length=128)
     ... predicted label ids, shape (N, max_seq_length) ...
-    write_conll("pred.txt", sentences, predictions_to_tags(pred_ids, meta))
+    tags = predictions_to_tags(pred_ids, meta)  # per sentence, per word
 
 What is an error and what a warning:
-  * A malformed line is an error: another column count than the file's first
-    word line, a tag other than "O", "B-type" or "I-type" ("X-PER", "PER",
-    "E-LOC"), bytes that are not UTF-8. `on_error="fail"` raises ValueError
-    naming file and line; "skip" drops the whole sentence holding it and
-    counts it (a sentence missing a word would misalign everything else).
+  * A malformed line is bad input (`bad_input`): another column count than
+    the file's first word line, a tag other than "O", "B-type" or "I-type"
+    ("X-PER", "PER", "E-LOC"), bytes that are not UTF-8. `on_bad_input="fail"`
+    raises ValueError naming file and line; "skip" drops the whole sentence
+    holding it and counts it (a sentence missing a word would misalign
+    everything else). So is a file without a single sentence.
   * A tag sequence that breaks the file's scheme is a warning, logged and
     counted: in IOB2 an I-X that starts a chunk (after O, at the start of a
     sentence, after B-Y/I-Y of another type); in IOB1 a B-X that does not
@@ -35,13 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
+from bert_jax.data import bad_input, files
 from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.metrics.ner import get_entities
 
@@ -51,9 +51,7 @@ from bert_jax.metrics.ner import get_entities
 NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 IGNORE_LABEL = -1  # Label of pieces that are not a word's first (and of padding).
 DOCSTART = "-DOCSTART-"
-_MISSING = "-"  # POS or chunk of files that lack those columns.
 _TAG_RE = re.compile(r"O|[BI]-\S+")
-_MAX_PROBLEMS = 100  # Problem locations kept in the stats; counts stay exact.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +76,14 @@ class ConllStats:
     sentences: int = 0
     tokens: int = 0
     malformed_lines: int = 0
-    skipped_sentences: int = 0  # Sentences dropped for a malformed line (on_error="skip").
+    skipped_sentences: int = 0  # Sentences dropped for a malformed line (on_bad_input="skip").
     scheme_violations: int = 0  # Tags that break `scheme` (see the module docstring).
     converted_tags: int = 0  # Tags changed to make IOB2: I-X -> B-X.
     # (line, message) of the first problems.
     problems: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
     def note(self, line: int, message: str) -> None:
-        if len(self.problems) < _MAX_PROBLEMS:
+        if len(self.problems) < bad_input.MAX_PROBLEMS:
             self.problems.append((line, message))
 
 
@@ -112,15 +110,6 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
-def iob2_to_iob1(tags: Sequence[str]) -> list[str]:
-    """IOB2 to IOB1: B-X stays only right after a chunk of type X, else it becomes I-X."""
-    out, prev = [], "O"
-    for tag in tags:
-        out.append("I-" + tag[2:] if tag.startswith("B-") and _type(prev) != tag[2:] else tag)
-        prev = tag
-    return out
-
-
 def _violations(tags: Sequence[str], scheme: str) -> list[int]:
     """Positions of the tags that break `scheme` ("iob1" or "iob2")."""
     bad, prev = [], "O"
@@ -135,44 +124,29 @@ def _violations(tags: Sequence[str], scheme: str) -> list[int]:
 # ------------------------------------------------------------------- reader
 
 
-def _read_lines(path: str) -> list[str]:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8: {e.reason}") from e
-    lines = text.split("\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
 def read_conll(
-    path: str, on_error: str = "fail", scheme: str = "auto", tag_column: int = -1
+    path: str, *, on_bad_input: str = "fail", scheme: str = "auto"
 ) -> tuple[list[Sentence], ConllStats]:
     """Reads a CoNLL NER file into sentences with IOB2 tags.
 
     Args:
-      path: a CoNLL file (local or gs://), UTF-8.
-      on_error: "fail" raises on a malformed line; "skip" drops its sentence.
+      path: a CoNLL file (local or gs://, gzipped if ".gz"), UTF-8.
+      on_bad_input: a malformed line (see the module docstring), or a file
+        without a sentence: "fail" raises; "skip" drops the line's sentence (or
+        reads nothing), counts it in the stats and logs a warning (`bad_input`).
       scheme: the tagging scheme of the file: "iob1", "iob2" or "auto", which
         takes the scheme the tags break less often (IOB2 on a tie, as for a
         file whose tags fit both), so valid files of either are read right.
-      tag_column: the column of the NER tag; -2 reads the gold tags of
-        `write_conll` output (`token POS chunk gold pred`).
 
     Returns:
       The sentences in file order (`-DOCSTART-` lines start a new document and
       are not sentences), and a `ConllStats`.
 
     Raises:
-      ValueError: a malformed line (on_error="fail"), as `path:line: why`, or
-        bad arguments.
+      ValueError: under "fail", a malformed line, as `path:line: why`, or a
+        file without a sentence; bad arguments.
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    bad_input.check(on_bad_input)
     if scheme not in ("auto", "iob1", "iob2"):
         raise ValueError(f"scheme must be 'auto', 'iob1' or 'iob2', got {scheme!r}")
     stats = ConllStats(path=path)
@@ -197,22 +171,16 @@ def read_conll(
 
     def malformed(number: int, why: str) -> None:
         nonlocal bad_sentence
-        if on_error == "fail":
+        if on_bad_input == bad_input.FAIL:
             raise ValueError(f"{path}:{number}: {why}")
         stats.malformed_lines += 1
         stats.note(number, why)
         bad_sentence = True
 
-    try:
-        lines, not_utf8 = _read_lines(path), False
-    except ValueError:
-        if on_error == "fail":
-            raise
-        # Lines with bytes that are not UTF-8 become malformed lines.
-        with tf.io.gfile.GFile(path, "rb") as f:
-            lines, not_utf8 = f.read().decode("utf-8", errors="replace").split("\n"), True
-
-    for number, line in enumerate(lines, start=1):
+    for number, line in files.numbered_lines(path):
+        if isinstance(line, UnicodeDecodeError):  # A word line we cannot read.
+            malformed(number, f"not valid UTF-8: {line.reason}")
+            continue
         cols = line.split()
         if not cols:
             end_sentence()
@@ -226,25 +194,27 @@ def read_conll(
             continue
         if not width:
             width = len(cols)
-            if not -width <= tag_column < width or tag_column % width == 0:
-                raise ValueError(f"{path}: no tag_column={tag_column} in {width} columns")
-        if not_utf8 and "\ufffd" in line:
-            malformed(number, f"not valid UTF-8: {line!r}")
-        elif len(cols) != width:
+            if width < 2:  # The whole file's layout: not a line to skip.
+                raise ValueError(f"{path}:{number}: one column; a word line needs a word and a tag")
+        if len(cols) != width:
             malformed(number, f"{len(cols)} columns, but the first word line has {width}: {line!r}")
-        elif cols[tag_column] not in valid_tags and not _TAG_RE.fullmatch(cols[tag_column]):
-            tag = cols[tag_column]
+        elif cols[-1] not in valid_tags and not _TAG_RE.fullmatch(cols[-1]):
+            tag = cols[-1]
             malformed(number, f"invalid NER tag {tag!r} (expected O, B-type or I-type): {line!r}")
         else:
-            valid_tags.add(cols[tag_column])
+            valid_tags.add(cols[-1])
             rows.append(cols)
             numbers.append(number)
     end_sentence()
     if raw and not stats.documents:
         stats.documents = 1
+    if not raw and not stats.skipped_sentences:
+        if on_bad_input == bad_input.FAIL:
+            raise ValueError(f"{path}: no sentences (the file is empty or holds only -DOCSTART-)")
+        logging.warning("%s: no sentences, skipped", path)
 
     # Scheme: detect, count the tags that break it, convert to IOB2.
-    tag_seqs = [tuple(r[tag_column] for r in rs) for _, _, rs, _ in raw]
+    tag_seqs = [tuple(r[-1] for r in rs) for _, _, rs, _ in raw]
     bad = {
         name: [n[i] for t, (*_, n) in zip(tag_seqs, raw, strict=True) for i in _violations(t, name)]
         for name in ("iob1", "iob2")
@@ -401,18 +371,19 @@ def predictions_to_tags(pred_label_ids: np.ndarray, meta: FeatureMeta) -> list[l
 # ------------------------------------------------------------------- output
 
 
-def write_conll(
-    path: str, sentences: Sequence[Sentence], predicted_tags: Sequence[Sequence[str]]
-) -> None:
-    """Writes `token POS chunk gold pred` lines, conlleval's input, atomically.
+def format_predictions(
+    sentences: Sequence[Sentence], predicted_tags: Sequence[Sequence[str]]
+) -> str:
+    """`token POS chunk gold predicted` lines: conlleval's input, in the CoNLL layout.
 
     A `-DOCSTART- -X- -X- O O` line and a blank line open each document (each
-    change of `doc_index`), a blank line ends each sentence. Missing POS or
-    chunk columns are written as "-". The file appears at `path` only once
-    complete (local or gs://).
+    change of `doc_index`), a blank line ends each sentence; missing POS or
+    chunk columns are written as "-". `perl conlleval < predictions.txt`
+    scores it as `bert_jax.metrics.ner` does.
 
     Raises:
-      ValueError: counts of sentences or words differ, or a tag holds whitespace.
+      ValueError: the counts of sentences or words differ, or a column is
+        empty or holds whitespace (the columns would shift).
     """
     if len(sentences) != len(predicted_tags):
         raise ValueError(f"{len(sentences)} sentences but {len(predicted_tags)} predictions")
@@ -423,7 +394,7 @@ def write_conll(
         if sentence.doc_index != doc:
             out.append(f"{DOCSTART} -X- -X- O O\n\n")
             doc = sentence.doc_index
-        missing = (_MISSING,) * len(pred)
+        missing = ("-",) * len(pred)
         for cols in zip(
             sentence.tokens,
             sentence.pos or missing,
@@ -436,15 +407,7 @@ def write_conll(
                 raise ValueError(f"sentence {i}: empty or whitespace column in {cols}")
             out.append(" ".join(cols) + "\n")
         out.append("\n")
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write("".join(out))
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise
+    return "".join(out)
 
 
 # -------------------------------------------------------------- raw text

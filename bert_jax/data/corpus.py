@@ -2,31 +2,26 @@
 
 The on-disk format is the one google-research/bert `create_pretraining_data.py`
 reads: one sentence per line, a blank line between documents (its
-`create_training_instances`). Text files, gzipped or not, local or gs://, and
-any TFDS text dataset (`wikipedia/20230601.en`, `c4/en`, `imdb_reviews`, ...)
-become the same `Iterator[list[str]]`, read lazily so memory stays bounded
-whatever the corpus size.
+`create_training_instances`). Text files, gzipped or not, local or gs://,
+and TFDS text datasets (`tfds:wikipedia/20230601.en` in an input list)
+become an `Iterator[list[str]]`, read lazily so memory stays bounded whatever
+the corpus size.
 
     stats = CorpusStats()
-    for doc in text_documents("wiki_*.txt.gz,books.txt", errors="skip", stats=stats):
+    for doc in text_documents("wiki_*.txt.gz,books.txt", on_bad_input="skip", stats=stats):
         ...
     print(stats.summary())
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gzip
 import re
-from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Iterable, Iterator
 
-import tensorflow as tf
 from absl import logging
 
-# Problem locations kept for the report; counts stay exact beyond this.
-_MAX_PROBLEMS = 100
+from bert_jax.data import bad_input, files
 
 # ------------------------------------------------------------ sentence split
 
@@ -105,11 +100,11 @@ class CorpusStats:
       files: files opened.
       documents: documents produced.
       sentences: sentences in those documents.
-      skipped_lines: lines dropped as not UTF-8 (errors="skip").
+      skipped_lines: lines dropped as not UTF-8 (on_bad_input="skip").
       empty_documents: documents with no sentence, dropped as in the original:
         one per leading or repeated blank line, and one per document whose
         every line was skipped.
-      skipped: "path:line" of skipped lines (the first `_MAX_PROBLEMS`).
+      skipped: "path:line" of skipped lines (the first `bad_input.MAX_PROBLEMS`).
       empty_files: files that held no document.
     """
 
@@ -134,22 +129,8 @@ class CorpusStats:
         return text
 
 
-@contextlib.contextmanager
-def _open_binary(path: str) -> Iterator[BinaryIO]:
-    """Opens a local or remote file for reading bytes, un-gzipping `.gz`."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        if not path.endswith(".gz"):
-            yield f
-            return
-        with gzip.GzipFile(fileobj=f, mode="rb") as g:  # Leaves `f` open: closed above.
-            yield g
-
-
 def text_file_documents(
-    path: str,
-    errors: str = "fail",
-    on_empty: str = "warn",
-    stats: CorpusStats | None = None,
+    path: str, *, on_bad_input: str = "fail", stats: CorpusStats | None = None
 ) -> Iterator[list[str]]:
     """Streams the documents of one file in the original BERT format.
 
@@ -161,49 +142,46 @@ def text_file_documents(
 
     Args:
       path: a local or gs:// file.
-      errors: on a line that is not UTF-8, "fail" raises and "skip" drops the
-        line and counts it in `stats`.
-      on_empty: on a file with no document, "warn" logs a warning and "fail"
-        raises. Either way it is listed in `stats.empty_files`.
+      on_bad_input: a line that is not UTF-8, or a file with no document
+        (empty or blank): "fail" raises; "skip" drops the line, or passes
+        over the file, counts it in `stats` and logs a warning
+        (`bad_input`). Empty files are listed in `stats.empty_files` either way.
       stats: updated as documents are produced.
 
     Yields:
       Each document's sentences.
 
     Raises:
-      ValueError: a non-UTF-8 line (errors="fail"; names the file and line
-        number), an empty file (on_empty="fail"), or a bad `errors`/`on_empty`.
+      ValueError: a non-UTF-8 line (names the file and line number) or an
+        empty file, under "fail"; a bad `on_bad_input`.
+      FileNotFoundError: no file at `path`.
     """
-    if errors not in ("fail", "skip"):
-        raise ValueError(f'errors must be "fail" or "skip", got {errors!r}')
-    if on_empty not in ("warn", "fail"):
-        raise ValueError(f'on_empty must be "warn" or "fail", got {on_empty!r}')
+    bad_input.check(on_bad_input)
     stats = CorpusStats() if stats is None else stats
     stats.files += 1
-    documents, doc, skipped = 0, [], False  # `skipped`: in this document.
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as e:
-                if errors == "fail":
-                    raise ValueError(f"{path}:{lineno}: not UTF-8 ({e.reason})") from e
-                stats.skipped_lines += 1
-                if len(stats.skipped) < _MAX_PROBLEMS:
-                    stats.skipped.append(f"{path}:{lineno}")
-                skipped = True
-                continue
-            if line:
-                doc.append(line)
-                continue
-            if doc:
-                documents += 1
-                stats.documents += 1
-                stats.sentences += len(doc)
-                yield doc
-            else:
-                stats.empty_documents += 1
-            doc, skipped = [], False
+    documents, skipped_here, doc, skipped = 0, 0, [], False  # `skipped`: in this document.
+    for lineno, line in files.numbered_lines(path):
+        if isinstance(line, UnicodeDecodeError):
+            if on_bad_input == bad_input.FAIL:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 ({line.reason})") from line
+            stats.skipped_lines += 1
+            skipped_here += 1
+            if len(stats.skipped) < bad_input.MAX_PROBLEMS:
+                stats.skipped.append(f"{path}:{lineno}")
+            skipped = True
+            continue
+        line = line.strip()
+        if line:
+            doc.append(line)
+            continue
+        if doc:
+            documents += 1
+            stats.documents += 1
+            stats.sentences += len(doc)
+            yield doc
+        else:
+            stats.empty_documents += 1
+        doc, skipped = [], False
     if doc:
         documents += 1
         stats.documents += 1
@@ -211,72 +189,141 @@ def text_file_documents(
         yield doc
     elif skipped:
         stats.empty_documents += 1
+    if skipped_here:
+        logging.warning("%s: skipped %d lines that are not UTF-8", path, skipped_here)
     if not documents:
         stats.empty_files.append(path)
-        if on_empty == "fail":
+        if on_bad_input == bad_input.FAIL:
             raise ValueError(f"{path}: no documents (the file is empty or blank)")
-        logging.warning("%s: no documents (the file is empty or blank)", path)
+        logging.warning("%s: no documents (the file is empty or blank), skipped", path)
 
 
-def expand_inputs(patterns: str) -> list[str]:
-    """Comma-separated globs (the original `--input_file`) -> sorted files.
+# An input that names a TFDS text dataset instead of files.
+TFDS_SCHEME = "tfds:"
+
+
+def tfds_documents(
+    name: str,
+    split: str = "train",
+    text_feature: str = "text",
+    data_dir: str | None = None,
+    *,
+    on_bad_input: str = "fail",
+    stats: CorpusStats | None = None,
+) -> Iterator[list[str]]:
+    """Streams a TFDS text dataset: each example's text is one document.
+
+    The dataset and feature are checked at once; examples are then read
+    lazily, in the dataset's stored order (files not shuffled), so two runs
+    give the same documents. Text is split into sentences with
+    `split_sentences`; examples without a sentence are dropped and counted
+    as empty documents. The dataset must be prepared (`tfds build NAME`;
+    Wikipedia and C4 take Apache Beam and hours): nothing is downloaded here.
 
     Args:
-      patterns: e.g. "data/wiki_*.txt.gz,gs://bucket/books/*.txt".
-
-    Returns:
-      The matching files (not directories), sorted, each once.
+      name: a TFDS name with optional config and version, e.g.
+        "wikipedia/20230601.en", "c4/en", "imdb_reviews".
+      split: TFDS split, slicing allowed ("train[:1%]").
+      text_feature: the top-level string feature holding the text.
+      data_dir: TFDS data directory (local or gs://); TFDS's default if None.
+      on_bad_input: a split without any document: "fail" raises, "skip"
+        warns (`bad_input`).
+      stats: updated as documents are produced.
 
     Raises:
-      FileNotFoundError: a pattern matches no file; names the pattern.
+      ValueError: `text_feature` is not a feature of the dataset (the message
+        lists the features); an empty split under "fail".
     """
-    files = set()
-    for pattern in (p.strip() for p in patterns.split(",")):
-        if not pattern:
+    import tensorflow_datasets as tfds  # Takes seconds to import: only for TFDS inputs.
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    features = builder.info.features
+    if text_feature not in features:
+        raise ValueError(
+            f"TFDS {name} has no feature {text_feature!r}; its features are "
+            f"{sorted(features.keys())}"
+        )
+    bad_input.check(on_bad_input)
+    stats = CorpusStats() if stats is None else stats
+    stats.files += 1
+    documents = 0
+    for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+        text = ex[text_feature]
+        doc = split_sentences(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+        if not doc:
+            stats.empty_documents += 1
             continue
-        found = [f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f)]
-        if not found:
-            raise FileNotFoundError(f"no files match {pattern!r}")
-        files.update(found)
-    if not files:
-        raise FileNotFoundError(f"no input patterns in {patterns!r}")
-    return sorted(files)
+        documents += 1
+        stats.documents += 1
+        stats.sentences += len(doc)
+        yield doc
+    if not documents:
+        where = f"TFDS {name} split {split!r}"
+        stats.empty_files.append(where)
+        if on_bad_input == bad_input.FAIL:
+            raise ValueError(f"{where}: no documents")
+        logging.warning("%s: no documents, skipped", where)
+
+
+def expand_sources(patterns: str) -> list[str]:
+    """The inputs of an `--input_file` flag: comma-separated globs, expanded to files
+    (`files.expand_globs`), and "tfds:NAME[:SPLIT[:FEATURE]]" datasets, kept as they are.
+    """
+    entries = [p.strip() for p in patterns.split(",") if p.strip()]
+    datasets = [e for e in entries if e.startswith(TFDS_SCHEME)]
+    globs = [e for e in entries if not e.startswith(TFDS_SCHEME)]
+    return datasets + (files.expand_globs(globs) if globs else [])
+
+
+def source_documents(
+    source: str, *, on_bad_input: str = "fail", stats: CorpusStats | None = None
+) -> Iterator[list[str]]:
+    """The documents of one input: a text file (`text_file_documents`) or a
+    "tfds:NAME[:SPLIT[:FEATURE]]" dataset (`tfds_documents`; default split
+    "train", feature "text")."""
+    if not source.startswith(TFDS_SCHEME):
+        return text_file_documents(source, on_bad_input=on_bad_input, stats=stats)
+    parts = source.removeprefix(TFDS_SCHEME).split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ValueError(f"{source!r}: expected tfds:NAME[:SPLIT[:FEATURE]]")
+    name, split, feature = (parts + ["", ""])[:3]
+    return tfds_documents(
+        name, split or "train", feature or "text", on_bad_input=on_bad_input, stats=stats
+    )
 
 
 def text_documents(
-    patterns: str,
-    errors: str = "fail",
-    on_empty: str = "warn",
-    stats: CorpusStats | None = None,
+    patterns: str, *, on_bad_input: str = "fail", stats: CorpusStats | None = None
 ) -> Iterator[list[str]]:
-    """Streams the documents of every file `expand_inputs(patterns)` names.
+    """Streams the documents of every input `expand_sources(patterns)` names.
 
-    The files are globbed at once, so a bad pattern fails here rather than at
-    the first document; they are read in sorted order. Arguments are those of
-    `text_file_documents`.
+    Globs are expanded at once, so a bad pattern fails here rather than at
+    the first document; files are read in sorted order, after any TFDS
+    datasets. Arguments are those of `text_file_documents`.
     """
-    files = expand_inputs(patterns)
+    bad_input.check(on_bad_input)
+    sources = expand_sources(patterns)
     stats = CorpusStats() if stats is None else stats
     return (
         doc
-        for path in files
-        for doc in text_file_documents(path, errors=errors, on_empty=on_empty, stats=stats)
+        for source in sources
+        for doc in source_documents(source, on_bad_input=on_bad_input, stats=stats)
     )
 
 
 def write_text_corpus(documents: Iterable[list[str]], path: str) -> CorpusStats:
-    """Writes documents in the BERT format; `.gz` paths are gzipped.
+    """Writes documents in the BERT format, atomically; `.gz` paths are gzipped.
 
     Whitespace inside a sentence (line breaks included) becomes one space so
     each sentence stays on its line; empty sentences and documents are
-    dropped, so the file reads back as written.
+    dropped, so the file reads back as written. The file appears at `path`
+    only once complete (`files.atomic_write`).
 
     Returns:
       Counts of the documents and sentences written.
     """
     stats = CorpusStats(files=1)
-    with tf.io.gfile.GFile(path, "wb") as raw:
-        f = gzip.GzipFile(fileobj=raw, mode="wb") if path.endswith(".gz") else raw
+    with files.atomic_write(path) as f:
         for doc in documents:
             lines = [s for s in (" ".join(s.split()) for s in doc) if s]
             if not lines:
@@ -286,59 +333,4 @@ def write_text_corpus(documents: Iterable[list[str]], path: str) -> CorpusStats:
             f.write(("\n".join(lines) + "\n").encode("utf-8"))
             stats.documents += 1
             stats.sentences += len(lines)
-        if f is not raw:
-            f.close()
     return stats
-
-
-# --------------------------------------------------------------------- TFDS
-
-
-def tfds_documents(
-    name: str,
-    split: str = "train",
-    text_feature: str = "text",
-    data_dir: str | None = None,
-    sentence_split: Callable[[str], list[str]] = split_sentences,
-    download: bool = False,
-) -> Iterator[list[str]]:
-    """Streams a TFDS text dataset: each example's text is one document.
-
-    The dataset and feature are checked at once; examples are then read
-    lazily, in the dataset's stored order (files not shuffled), so two runs
-    give the same documents. Examples whose text holds no sentence are
-    dropped.
-
-    Args:
-      name: a TFDS name with optional config and version, e.g.
-        "wikipedia/20230601.en", "c4/en", "imdb_reviews".
-      split: TFDS split, slicing allowed ("train[:1%]").
-      text_feature: the top-level string feature holding the text.
-      data_dir: TFDS data directory (local or gs://); TFDS's default if None.
-      sentence_split: text -> sentences; `split_sentences` by default.
-      download: download and prepare the dataset if it is not there yet.
-        Off by default: Wikipedia and C4 take hours and Apache Beam to
-        prepare (`tfds build` them first, or point `data_dir` at a copy).
-
-    Returns:
-      An iterator over each example's sentences.
-
-    Raises:
-      ValueError: `text_feature` is not a feature of the dataset; the message
-        lists the features.
-    """
-    # Imported here: TFDS takes seconds to import and only this function needs it.
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    features = builder.info.features
-    if text_feature not in features:
-        raise ValueError(
-            f"{name} has no feature {text_feature!r}; its features are {sorted(features.keys())}"
-        )
-    if download:
-        builder.download_and_prepare()
-    examples = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
-    texts = (ex[text_feature] for ex in examples)
-    docs = (sentence_split(t.decode("utf-8") if isinstance(t, bytes) else str(t)) for t in texts)
-    return (doc for doc in docs if doc)

@@ -76,27 +76,29 @@ import os
 import random
 import struct
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
 
+from bert_jax.data import bad_input, corpus, files
 from bert_jax.data import pretraining_instances as recipe
+from bert_jax.data.masking_vocab import MaskingVocab
 from bert_jax.data.tokenizer import BertTokenizer
 
-if TYPE_CHECKING:
-    from bert_jax.data.corpus import CorpusStats
-
-# TensorFlow (and `corpus`, which imports it) is imported only in the main
-# process, for reading and writing, so that worker processes start fast and small.
+# TensorFlow is imported only in the main process, for writing (and for
+# globbing and gs:// paths in `files`), so that worker processes start fast and small.
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
     """The original script's flags (same names, defaults and meanings), plus ours."""
-    flags.DEFINE_string("input_file", None, "Input text files: comma-separated globs.")
+    flags.DEFINE_string(
+        "input_file",
+        None,
+        "Input text files: comma-separated globs; tfds:NAME[:SPLIT[:FEATURE]] reads a TFDS "
+        "text dataset (e.g. tfds:wikipedia/20230601.en).",
+    )
     flags.DEFINE_string(
         "output_file", None, "Output TFRecord files, comma-separated; examples go round-robin."
     )
@@ -120,7 +122,10 @@ def _define_flags() -> None:
         "objective", "nsp", list(recipe.OBJECTIVES), "Sentence-level task: nsp, sop or none."
     )
     flags.DEFINE_enum(
-        "on_bad_input", "fail", ["fail", "skip"], "Undecodable lines, empty files: stop or skip."
+        "on_bad_input",
+        bad_input.FAIL,
+        list(bad_input.VALUES),
+        "Undecodable lines, empty files: stop, or skip (count and warn); see bad_input.py.",
     )
     flags.mark_flags_as_required(["input_file", "output_file", "vocab_file"])
 
@@ -129,19 +134,16 @@ def _define_flags() -> None:
 
 
 def _blocks(
-    input_files: Sequence[str], docs_per_block: int, on_bad_input: str, stats: CorpusStats
+    input_files: Sequence[str], docs_per_block: int, on_bad_input: str, stats: corpus.CorpusStats
 ) -> Iterator[list[list[str]]]:
     """The documents of all files, in order, in blocks of `docs_per_block`.
 
     A last block shorter than half a block is merged into the previous one.
     """
-    from bert_jax.data import corpus  # Imports TensorFlow: the main process only.
-
-    on_empty = "fail" if on_bad_input == "fail" else "warn"
     block: list[list[str]] = []
     full: list[list[str]] | None = None  # Held back one step, to merge a short tail.
-    for path in input_files:
-        for doc in corpus.text_file_documents(path, on_bad_input, on_empty, stats):
+    for source in input_files:
+        for doc in corpus.source_documents(source, on_bad_input=on_bad_input, stats=stats):
             block.append(doc)
             if len(block) == docs_per_block:
                 if full is not None:
@@ -173,7 +175,7 @@ class ExampleEncoder:
 
     Writes the protobuf wire format directly, about 4x faster than building
     `tf.train.Example` objects; `tf.train.Example.FromString` parses it to the
-    message `pretraining_records.write_tfrecord` (and the original) writes.
+    message the original's `write_instance_to_example_files` writes.
     An Example is `features` (field 1) = Features, whose map `feature` (field
     1) holds entries {key (1): name, value (2): Feature}; a Feature is
     `float_list` (2) or `int64_list` (3), each a packed `value` (1).
@@ -278,7 +280,7 @@ def _init_worker(
         tokenizer=tokenizer,
         config=config,
         dynamic=dynamic,
-        vocab=recipe.MaskingVocab.from_vocab(tokenizer.vocab),
+        vocab=MaskingVocab.from_vocab(tokenizer.vocab),
         encoder=ExampleEncoder(
             config.max_seq_length, config.max_predictions_per_seq, tokenizer.vocab_size
         ),
@@ -382,14 +384,16 @@ def run(
     """Writes pretraining examples from text files to TFRecords; returns the counts.
 
     Args:
-      input_files: text files (.gz allowed), read in this order.
+      input_files: text files (.gz allowed) and "tfds:" datasets
+        (`corpus.source_documents`), read in this order.
       output_files: TFRecord paths; examples go round-robin, as in the original.
       vocab_file, do_lower_case: the tokenizer.
       config: the recipe's flags.
       random_seed: as the original's `--random_seed`.
       num_workers: processes (default: all cores); the output does not depend on it.
       docs_per_block: documents per block (see the module docstring).
-      on_bad_input: "fail" or "skip" undecodable lines and empty files.
+      on_bad_input: undecodable lines and empty files: "fail" or "skip"
+        (`bad_input`).
       dynamic: write unmasked records (`pretraining_records.UNMASKED`), one
         pass (`config.dupe_factor` is replaced by 1).
 
@@ -400,10 +404,7 @@ def run(
     """
     import tensorflow as tf
 
-    from bert_jax.data import corpus
-
-    if on_bad_input not in ("fail", "skip"):
-        raise ValueError(f"on_bad_input={on_bad_input!r}, expected 'fail' or 'skip'")
+    bad_input.check(on_bad_input)
     if docs_per_block < 1:
         raise ValueError(f"docs_per_block={docs_per_block} < 1")
     if not output_files or len(set(output_files)) != len(output_files):
@@ -423,33 +424,33 @@ def run(
     stats = corpus.CorpusStats()
     blocks = _blocks(input_files, docs_per_block, on_bad_input, stats)
     worker_args = (vocab_file, do_lower_case, config, dynamic)
-    tag = f".tmp-{uuid.uuid4().hex[:8]}"
-    temps = [f + tag for f in output_files]
-    writers = []
     start = last_log = time.monotonic()
-    try:
-        for f in output_files:
-            if os.path.dirname(f):
-                tf.io.gfile.makedirs(os.path.dirname(f))
+    for f in output_files:
+        if os.path.dirname(f):
+            tf.io.gfile.makedirs(os.path.dirname(f))
+    # A failed run leaves no partial TFRecord, and earlier outputs untouched.
+    with files.atomic_paths(output_files) as temps:
         writers = [tf.io.TFRecordWriter(t) for t in temps]
-        written = 0
-        for records, block_counts in _map_blocks(blocks, worker_args, random_seed, num_workers):
-            for r in records:
-                writers[written % len(writers)].write(r)
-                written += 1
-            counts.update(block_counts)
-            if time.monotonic() - last_log > 10:
-                last_log = time.monotonic()
-                elapsed = last_log - start
-                logging.info(
-                    "%s documents (%.0f/s), %s examples (%.0f/s)",
-                    f"{counts['documents']:,}",
-                    counts["documents"] / elapsed,
-                    f"{counts['examples']:,}",
-                    counts["examples"] / elapsed,
-                )
-        for w in writers:
-            w.close()
+        try:
+            written = 0
+            for records, block_counts in _map_blocks(blocks, worker_args, random_seed, num_workers):
+                for r in records:
+                    writers[written % len(writers)].write(r)
+                    written += 1
+                counts.update(block_counts)
+                if time.monotonic() - last_log > 10:
+                    last_log = time.monotonic()
+                    elapsed = last_log - start
+                    logging.info(
+                        "%s documents (%.0f/s), %s examples (%.0f/s)",
+                        f"{counts['documents']:,}",
+                        counts["documents"] / elapsed,
+                        f"{counts['examples']:,}",
+                        counts["examples"] / elapsed,
+                    )
+        finally:
+            for w in writers:
+                w.close()
         counts.update(
             bad_lines=stats.skipped_lines,
             empty_files=len(stats.empty_files),
@@ -457,15 +458,6 @@ def run(
         )
         if not counts["examples"]:
             raise ValueError(f"no examples: the inputs hold no text ({list(input_files)})")
-        for t, f in zip(temps, output_files, strict=True):
-            tf.io.gfile.rename(t, f, overwrite=True)
-    except BaseException:
-        for w in writers:
-            w.close()
-        for t in temps:
-            if tf.io.gfile.exists(t):
-                tf.io.gfile.remove(t)
-        raise
     logging.info("Wrote %s", _summary(counts, time.monotonic() - start, config.objective))
     if stats.skipped or stats.empty_files:
         logging.warning("Skipped lines: %s; empty files: %s", stats.skipped, stats.empty_files)
@@ -475,8 +467,6 @@ def run(
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from bert_jax.data.corpus import expand_inputs
-
     config = recipe.RecipeConfig(
         max_seq_length=FLAGS.max_seq_length,
         max_predictions_per_seq=FLAGS.max_predictions_per_seq,
@@ -487,7 +477,7 @@ def main(argv: Sequence[str]) -> None:
         objective=FLAGS.objective,
     )
     run(
-        expand_inputs(FLAGS.input_file),
+        corpus.expand_sources(FLAGS.input_file),
         [f.strip() for f in FLAGS.output_file.split(",") if f.strip()],
         FLAGS.vocab_file,
         config,

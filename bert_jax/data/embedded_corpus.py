@@ -30,7 +30,7 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Iterator, Sequence
 
-from bert_jax.data import corpus
+from bert_jax.data import corpus, files
 
 # Top-level modules left out. Parsing runs nothing, so these are not unsafe;
 # their text is not documentation: the test suites (strings made to exercise
@@ -71,9 +71,9 @@ def _module_files(root: str, name: str) -> list[str]:
     if os.path.isfile(single):
         return [single]
     paths = []
-    for folder, dirs, files in os.walk(os.path.join(root, name)):
+    for folder, dirs, names in os.walk(os.path.join(root, name)):
         dirs[:] = sorted(d for d in dirs if d not in _EXCLUDED_DIRS)
-        paths += [os.path.join(folder, f) for f in sorted(files) if f.endswith(".py")]
+        paths += [os.path.join(folder, f) for f in sorted(names) if f.endswith(".py")]
     return paths
 
 
@@ -200,7 +200,7 @@ def embedded_documents(
 def _documents(paths: Iterable[str]) -> Iterator[list[str]]:
     """One document per source file, one per topic of the language reference."""
     for path in paths:
-        with open(path, "rb") as f:
+        with files.open_read(path) as f:
             try:
                 tree = ast.parse(f.read(), filename=path)
             except (SyntaxError, ValueError):  # E.g. a file for another Python version.
@@ -210,12 +210,3 @@ def _documents(paths: Iterable[str]) -> Iterator[list[str]]:
                 yield _sentences([topic])
         else:
             yield _sentences(_docstrings(tree))
-
-
-def write_embedded_corpus(path: str, **kwargs) -> corpus.CorpusStats:
-    """Writes `embedded_documents(**kwargs)` as a BERT-format text file.
-
-    Returns:
-      Counts of the documents and sentences written.
-    """
-    return corpus.write_text_corpus(embedded_documents(**kwargs), path)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bert_jax.data import files
+
 VOCAB_SIZE = 8000
 FILES = ("train.txt", "eval.txt", "vocab.txt", "train.tfrecord", "eval.tfrecord")
 
@@ -75,5 +77,6 @@ def prepare(
 
 
 def vocab_size(paths: dict[str, Path]) -> int:
-    with open(paths["vocab_txt"], encoding="utf-8") as f:
+    """Lines of the built vocab.txt: the model's vocab_size."""
+    with files.open_read(paths["vocab_txt"]) as f:
         return sum(1 for _ in f)

@@ -19,24 +19,20 @@ use, its metric and its TFDS name. Sources for the file layouts:
 
     examples = load_split("sst2", "dev", data_dir="/data/glue")  # or TFDS
     stats = ReadStats()
-    examples = read_tsv("QQP/train.tsv", "qqp", "train", on_error="skip", stats=stats)
-    print(stats.summary())
+    examples = read_tsv("QQP/train.tsv", "qqp", "train", on_bad_input="skip", stats=stats)
+    print(stats.skipped, stats.problems)
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Mapping
-from typing import BinaryIO
+from collections.abc import Mapping
 
 from absl import logging
 
-# Problem locations kept for the report; counts stay exact beyond this.
-_MAX_PROBLEMS = 100
-_BOM = "\ufeff"
+from bert_jax.data import bad_input, files
 
 # ------------------------------------------------------------------ the table
 
@@ -158,7 +154,7 @@ TASKS: dict[str, GlueTask] = {
         ),
         # id, qid1, qid2, question1, question2, is_duplicate; test: id, question1,
         # question2. A few train/dev rows are broken by newlines inside a question
-        # (QqpProcessor skips them on IndexError): read with on_error="skip".
+        # (QqpProcessor skips them on IndexError): read with on_bad_input="skip".
         _task(
             "qqp",
             "QQP",
@@ -289,64 +285,41 @@ class Example:
 
 @dataclasses.dataclass
 class ReadStats:
-    """What reading found; pass one in, print `summary()` after.
+    """What reading found; pass one in, look at it after.
 
     Attributes:
       rows: data rows seen (lines after the header).
       examples: examples returned.
-      skipped: malformed rows dropped (on_error="skip").
-      problems: "path:line: why" of skipped rows (the first `_MAX_PROBLEMS`).
+      skipped: malformed rows dropped (on_bad_input="skip").
+      problems: "path:line: why" of skipped rows (the first
+        `bad_input.MAX_PROBLEMS`).
+      empty_files: files without a single row, passed over (on_bad_input="skip").
     """
 
     rows: int = 0
     examples: int = 0
     skipped: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    empty_files: list[str] = dataclasses.field(default_factory=list)
 
-    def summary(self) -> str:
-        text = f"{self.rows} rows, {self.examples} examples, {self.skipped} malformed rows skipped"
-        if self.problems:
-            text += "\n  " + "\n  ".join(self.problems)
-        return text
+    def skip(self, where: str, why: str, on_bad_input: str) -> None:
+        """Raises ValueError("where: why") under "fail"; counts the row under "skip"."""
+        if on_bad_input == bad_input.FAIL:
+            raise ValueError(f"{where}: {why}")
+        self.skipped += 1
+        if len(self.problems) < bad_input.MAX_PROBLEMS:
+            self.problems.append(f"{where}: {why}")
+
+    def empty_file(self, path: str, on_bad_input: str, why: str = "empty file") -> None:
+        """Raises ValueError("path: why") under "fail"; counts `path` and warns under "skip"."""
+        if on_bad_input == bad_input.FAIL:
+            raise ValueError(f"{path}: {why}")
+        self.empty_files.append(path)
+        logging.warning("%s: %s, skipped", path, why)
 
 
 class _Malformed(Exception):
     """A row that cannot become an example; the message says why."""
-
-
-# -------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def _open_binary(path: str) -> Iterator[BinaryIO]:
-    """Opens a local file, or a remote one (gs://...) through tf.io.gfile."""
-    if "://" in path:
-        import tensorflow as tf  # Only for remote paths: importing TF takes seconds.
-
-        with tf.io.gfile.GFile(path, "rb") as f:
-            yield f
-    else:
-        with open(path, "rb") as f:
-            yield f
-
-
-def _lines(path: str) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
-    """Yields (1-based line number, line without its terminator).
-
-    Lines end at "\\n" only (a stray "\\r" inside a sentence stays text) and
-    lose one "\\r" before it (CRLF files). A byte-order mark before the first
-    line is dropped, as `encoding="utf-8-sig"` would. Decoding is per line so
-    that one bad line is reported (as the error, yielded) by number.
-    """
-    with _open_binary(path) as f:
-        for number, raw in enumerate(f, start=1):
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield number, e
-                continue
-            yield number, line.removeprefix(_BOM) if number == 1 else line
 
 
 def _layout(task: GlueTask, split: str, header: list[str], where: str) -> Columns:
@@ -410,7 +383,7 @@ def read_tsv(
     task: str,
     split: str,
     *,
-    on_error: str = "raise",
+    on_bad_input: str = "fail",
     stats: ReadStats | None = None,
 ) -> list[Example]:
     """Reads one GLUE TSV file as the download script writes it.
@@ -426,32 +399,33 @@ def read_tsv(
       task: a task name (see `get_task`).
       split: one of the task's splits ("train", "dev", "test"; MNLI
         "dev_matched", ...); decides the header and whether a label is needed.
-      on_error: on a malformed row (wrong column count, a label outside the
+      on_bad_input: a malformed row (wrong column count, a label outside the
         label set, an STS-B score that is not a number in [0, 5], empty text,
-        a non-integer index, bytes that are not UTF-8), "raise" raises and
-        "skip" drops the row, counts it in `stats` and logs a warning.
+        a non-integer index, bytes that are not UTF-8) or an empty file:
+        "fail" raises; "skip" drops it, counts it in `stats` and logs a
+        warning (`bad_input`).
       stats: filled in with counts and the skipped rows' locations.
 
     Returns:
       The examples in file order.
 
     Raises:
-      ValueError: a malformed row (on_error="raise"; names the file and the
-        1-based line number, the header being line 1), an empty file, a header
-        without the needed columns (always), an unknown task, split or on_error.
+      ValueError: a malformed row or an empty file under "fail" (names the
+        file and the 1-based line number, the header being line 1); a header
+        without the needed columns (always); an unknown task, split or
+        on_bad_input.
     """
     path = os.fspath(path)
     glue_task = get_task(task)
     _check_split(glue_task, split)
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f'on_error must be "raise" or "skip", got {on_error!r}')
+    bad_input.check(on_bad_input)
     stats = ReadStats() if stats is None else stats
     skipped_before = stats.skipped
     cols = glue_task.headerless.get(split)  # None: the first line is a header.
     has_header = cols is None
     examples: list[Example] = []
     number = 0
-    for number, line in _lines(path):
+    for number, line in files.numbered_lines(path):
         where = f"{path}:{number}"
         if has_header and number == 1:
             if isinstance(line, UnicodeDecodeError):
@@ -465,13 +439,9 @@ def read_tsv(
                 raise _Malformed(f"not UTF-8: {line}")
             examples.append(_parse_row(glue_task, split, cols, line.split("\t"), row))
         except _Malformed as e:
-            if on_error == "raise":
-                raise ValueError(f"{where}: {e}") from None
-            stats.skipped += 1
-            if len(stats.problems) < _MAX_PROBLEMS:
-                stats.problems.append(f"{where}: {e}")
+            stats.skip(where, str(e), on_bad_input)
     if number == 0:
-        raise ValueError(f"{path}: empty file")
+        stats.empty_file(path, on_bad_input)
     stats.examples += len(examples)
     if stats.skipped > skipped_before:
         logging.warning(
@@ -491,7 +461,7 @@ def load_split(
     split: str,
     data_dir: str | os.PathLike | None = None,
     *,
-    on_error: str = "raise",
+    on_bad_input: str = "fail",
     stats: ReadStats | None = None,
 ) -> list[Example]:
     """Loads one split from the GLUE files, or from TFDS when `data_dir` is None.
@@ -502,8 +472,8 @@ def load_split(
       data_dir: the folder the GLUE download script filled (holding CoLA/,
         SST-2/, ..., diagnostic/); None reads TFDS `glue/<task>` instead, which
         downloads and prepares it on first use.
-      on_error: as in `read_tsv`; files only (TFDS drops broken rows when it
-        prepares the data).
+      on_bad_input: as in `read_tsv`; files only (TFDS drops broken rows when
+        it prepares the data).
       stats: as in `read_tsv`; files only.
 
     Returns:
@@ -511,13 +481,14 @@ def load_split(
       the same strings the files hold and None for test data.
 
     Raises:
-      ValueError: an unknown task or split, or what `read_tsv` raises.
+      ValueError: an unknown task, split or on_bad_input, or what `read_tsv` raises.
     """
     glue_task = get_task(task)
     _check_split(glue_task, split)
+    bad_input.check(on_bad_input)
     if data_dir is not None:
         path = os.path.join(data_dir, glue_task.dir_name, glue_task.files[split])
-        return read_tsv(path, glue_task.name, split, on_error=on_error, stats=stats)
+        return read_tsv(path, glue_task.name, split, on_bad_input=on_bad_input, stats=stats)
     return _load_tfds(glue_task, split)
 
 

@@ -26,7 +26,8 @@ The recipe, with max_num_tokens = max_seq_length - 3 ([CLS] A [SEP] B [SEP]):
     num_to_predict = min(max_predictions, max(1, round(len * masked_lm_prob)))
     with Python 3's round; whole candidates are taken while they fit, and each
     taken token becomes [MASK] (80%), stays (10%) or becomes a random
-    vocabulary entry (10%), drawn per token; predictions sorted by position.
+    vocabulary entry (10%), drawn per token; predictions sorted by position
+    (`mask_tokens`; the ids come from `masking_vocab.MaskingVocab`).
 
 Two more sentence-level objectives (`RecipeConfig.objective`), for ALBERT-
 and RoBERTa-style pretraining; both draw the same masks as above:
@@ -45,47 +46,20 @@ and RoBERTa-style pretraining; both draw the same masks as above:
     sequence (one longer than a sequence is cut). Segment ids are all 0, the
     label 0, and there are no short sequences (RoBERTa section 3.1).
 
-Random numbers: pass a `random.Random` for the original's exact stream. The
-masking functions also take a `numpy.random.Generator` (same distribution,
-different stream), for dynamic masking at training time.
+Random numbers: a `random.Random` in the original's state gives the original's
+exact stream. Dynamic masking at training time is `pretraining_loader.mask_batch`,
+vectorised over padded batches; both take the ids they need from one
+`masking_vocab.MaskingVocab`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Container, Iterator, Sequence
+from typing import NamedTuple
 
-import numpy as np
-
-
-class Rng(Protocol):
-    """The part of `random.Random` the recipe uses."""
-
-    def random(self) -> float: ...
-    def randint(self, a: int, b: int) -> int: ...
-    def shuffle(self, x: list) -> None: ...
-
-
-class _NumpyRng:
-    """A `numpy.random.Generator` behind the `random.Random` calls the recipe makes."""
-
-    def __init__(self, gen: np.random.Generator):
-        self._gen = gen
-
-    def random(self) -> float:
-        return float(self._gen.random())
-
-    def randint(self, a: int, b: int) -> int:
-        return int(self._gen.integers(a, b + 1))
-
-    def shuffle(self, x: list) -> None:
-        self._gen.shuffle(x)
-
-
-def _as_rng(rng: random.Random | np.random.Generator | Rng) -> Rng:
-    return _NumpyRng(rng) if isinstance(rng, np.random.Generator) else rng
+from bert_jax.data.masking_vocab import MaskingVocab
 
 
 class Instance(NamedTuple):
@@ -103,38 +77,6 @@ class Instance(NamedTuple):
     # next_sentence_labels = 1 when True (the original's convention); for "sop"
     # it means A and B are swapped, for "none" it is always False.
     is_random_next: bool
-
-    @property
-    def segment_ids(self) -> list[int]:
-        return [0] * (self.len_a + 2) + [1] * (len(self.input_ids) - self.len_a - 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskingVocab:
-    """What masking needs to know about a vocabulary, in ids.
-
-    Attributes:
-      words: the random-replacement candidates: the id of each vocab.txt entry
-        in the original's `list(tokenizer.vocab.keys())` order.
-      mask_id: the id of [MASK].
-      special_ids: never masked: [CLS] and [SEP], as in the original.
-      continuation_ids: the "##" pieces, which whole-word masking joins to the
-        previous token.
-    """
-
-    words: tuple[int, ...]
-    mask_id: int
-    special_ids: frozenset[int]
-    continuation_ids: frozenset[int]
-
-    @classmethod
-    def from_vocab(cls, vocab: Mapping[str, int]) -> MaskingVocab:
-        return cls(
-            words=tuple(vocab.values()),
-            mask_id=vocab["[MASK]"],
-            special_ids=frozenset((vocab["[CLS]"], vocab["[SEP]"])),
-            continuation_ids=frozenset(i for t, i in vocab.items() if t.startswith("##")),
-        )
 
 
 # ------------------------------------------------------------------ masking
@@ -176,26 +118,59 @@ def _check_shuffle_exact() -> bool:
 _SHUFFLE_EXACT_OK = _check_shuffle_exact()
 
 
-def _shuffle(x: list, rng: Rng) -> None:
+def _shuffle(x: list, rng: random.Random) -> None:
     if _SHUFFLE_EXACT_OK and type(rng) is random.Random:
         _shuffle_exact(x, rng)
     else:
         rng.shuffle(x)
 
 
-def _mask_candidates(
-    tokens: Sequence[Any],
-    candidates: list[int] | list[list[int]],
-    budget: int,
-    rng: Rng,
-    mask_token: Any,
-    vocab_words: Sequence[Any],
-) -> tuple[list[Any], list[int]]:
-    """Shuffles the candidates and masks whole ones while they fit in `budget`.
+def _candidates(
+    ids: Sequence[int], special: Container[int], continuation: Container[int] | None
+) -> list[int] | list[list[int]]:
+    """Positions not in `special`; grouped into words when `continuation` is given."""
+    if continuation is None:
+        return [i for i, t in enumerate(ids) if t not in special]
+    groups: list[list[int]] = []
+    for i, t in enumerate(ids):
+        if t in special:
+            continue
+        # A "##" piece joins the previous candidate, even across [SEP] (as the original).
+        if groups and t in continuation:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
-    `candidates` are positions, or (whole-word masking) lists of positions.
-    Returns the masked tokens and the sorted masked positions.
+
+def mask_tokens(
+    ids: Sequence[int],
+    rng: random.Random,
+    vocab: MaskingVocab,
+    masked_lm_prob: float = 0.15,
+    max_predictions: int = 20,
+    whole_word: bool = False,
+) -> tuple[list[int], list[int], list[int]]:
+    """The original's `create_masked_lm_predictions`, on ids.
+
+    Every token but `vocab.special_ids` is a candidate (with `whole_word`, a
+    "##" piece joins the candidate before it); the candidates are shuffled and
+    whole ones taken while they fit in `num_to_predict`; each taken token
+    becomes [MASK] (80%), stays (10%) or becomes a random replacement (10%).
+
+    Args:
+      ids: [CLS] ... [SEP] ... [SEP] token ids, WITHOUT padding (the number to
+        predict is a share of the length).
+      rng: the block's `random.Random`: the original's exact stream.
+      vocab: `MaskingVocab.from_vocab(tokenizer.vocab)`.
+      masked_lm_prob, max_predictions, whole_word: as in the original.
+
+    Returns:
+      (masked ids, sorted masked positions, original ids there).
     """
+    continuation = vocab.continuation_ids if whole_word else None
+    candidates = _candidates(ids, vocab.special_ids, continuation)
+    budget = num_to_predict(len(ids), masked_lm_prob, max_predictions)
     _shuffle(candidates, rng)
     if candidates and isinstance(candidates[0], int):
         chosen = candidates[:budget]  # Single positions always fit until the budget is met.
@@ -208,95 +183,17 @@ def _mask_candidates(
                 break
             if len(chosen) + len(group) <= budget:  # A word that would not fit is skipped.
                 chosen += group
-    output = list(tokens)
-    random_ = rng.random
+    output = list(ids)
+    random_, replacements = rng.random, vocab.replacements
     for index in chosen:
         if random_() < 0.8:
-            output[index] = mask_token
+            output[index] = vocab.mask_id
         elif random_() < 0.5:
             pass  # Kept as is, but still predicted.
         else:
-            output[index] = vocab_words[rng.randint(0, len(vocab_words) - 1)]
+            output[index] = replacements[rng.randint(0, len(replacements) - 1)]
     chosen.sort()
-    return output, chosen
-
-
-def _candidates(
-    tokens: Sequence[Any], special: Container, continuation: Callable[[Any], bool] | None
-) -> list[int] | list[list[int]]:
-    """Positions not in `special`; grouped into words when `continuation` is given."""
-    if continuation is None:
-        return [i for i, t in enumerate(tokens) if t not in special]
-    groups: list[list[int]] = []
-    for i, t in enumerate(tokens):
-        if t in special:
-            continue
-        # A "##" piece joins the previous candidate, even across [SEP] (as the original).
-        if groups and continuation(t):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
-def create_masked_lm_predictions(
-    tokens: Sequence[str],
-    masked_lm_prob: float,
-    max_predictions_per_seq: int,
-    vocab_words: Sequence[str],
-    rng: random.Random | np.random.Generator,
-    do_whole_word_mask: bool = False,
-) -> tuple[list[str], list[int], list[str]]:
-    """The original's masking on wordpiece strings (its signature, plus whole-word).
-
-    Args:
-      tokens: [CLS] ... [SEP] ... [SEP] wordpieces, unpadded.
-      masked_lm_prob: the share of tokens to predict (0.15).
-      max_predictions_per_seq: a cap on the number of predictions.
-      vocab_words: random replacements, e.g. `list(tokenizer.vocab)`.
-      rng: `random.Random` (the original's exact stream) or a numpy Generator.
-      do_whole_word_mask: mask all pieces of a word together.
-
-    Returns:
-      (masked tokens, sorted masked positions, original tokens there).
-    """
-    continuation = (lambda t: t.startswith("##")) if do_whole_word_mask else None
-    candidates = _candidates(tokens, ("[CLS]", "[SEP]"), continuation)
-    budget = num_to_predict(len(tokens), masked_lm_prob, max_predictions_per_seq)
-    output, positions = _mask_candidates(
-        tokens, candidates, budget, _as_rng(rng), "[MASK]", vocab_words
-    )
-    return output, positions, [tokens[p] for p in positions]
-
-
-def mask_tokens(
-    ids: Sequence[int] | np.ndarray,
-    rng: random.Random | np.random.Generator,
-    vocab: MaskingVocab,
-    masked_lm_prob: float = 0.15,
-    max_predictions: int = 20,
-    whole_word: bool = False,
-) -> tuple[list[int], list[int], list[int]]:
-    """`create_masked_lm_predictions` on ids: for dynamic masking of stored sequences.
-
-    Args:
-      ids: [CLS] ... [SEP] ... [SEP] token ids, WITHOUT padding (the number to
-        predict is a share of the length).
-      rng: `random.Random` (the original's exact stream) or a numpy Generator.
-      vocab: see `MaskingVocab.from_vocab(tokenizer.vocab)`.
-      masked_lm_prob, max_predictions, whole_word: as in the original.
-
-    Returns:
-      (masked ids, sorted masked positions, original ids there).
-    """
-    ids = [int(i) for i in ids] if isinstance(ids, np.ndarray) else list(ids)
-    continuation = vocab.continuation_ids.__contains__ if whole_word else None
-    candidates = _candidates(ids, vocab.special_ids, continuation)
-    budget = num_to_predict(len(ids), masked_lm_prob, max_predictions)
-    output, positions = _mask_candidates(
-        ids, candidates, budget, _as_rng(rng), vocab.mask_id, vocab.words
-    )
-    return output, positions, [ids[p] for p in positions]
+    return output, chosen, [ids[p] for p in chosen]
 
 
 # ---------------------------------------------------------- sentence pairs
@@ -408,7 +305,12 @@ def create_instances_from_document(
 
 
 def _masked(
-    ids: list[int], len_a: int, label: bool, rng: Rng, config: RecipeConfig, vocab: MaskingVocab
+    ids: list[int],
+    len_a: int,
+    label: bool,
+    rng: random.Random,
+    config: RecipeConfig,
+    vocab: MaskingVocab,
 ) -> Instance:
     masked, positions, labels = mask_tokens(
         ids,
@@ -498,7 +400,7 @@ def generate_instances(
 
     The original's `create_training_instances` without its final shuffle:
     call `rng.shuffle` on the (possibly serialized) instances afterwards, as
-    `create_instances` does, to continue its random stream exactly. The
+    `create_pretraining_data` does, to continue its random stream exactly. The
     objective "sop" cuts each document as "nsp" does; "none" packs the
     shuffled documents into full sequences (the same ones each pass).
     """
@@ -517,17 +419,3 @@ def generate_instances(
                 yield from create_instances_from_document(
                     documents, index, rng, config, vocab, cls_id, sep_id
                 )
-
-
-def create_instances(
-    documents: list[list[list[int]]],
-    rng: random.Random,
-    config: RecipeConfig,
-    vocab: MaskingVocab,
-    cls_id: int,
-    sep_id: int,
-) -> list[Instance]:
-    """The original's `create_training_instances` on tokenized documents, shuffled."""
-    instances = list(generate_instances(documents, rng, config, vocab, cls_id, sep_id))
-    rng.shuffle(instances)
-    return instances

@@ -26,72 +26,56 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from bert_jax.data import files
 from bert_jax.data import pretraining_records as records
+from bert_jax.data.masking_vocab import MaskingVocab
 
 
 def _shard_seed(seed: int, shard: int, epoch: int) -> int:
     return int(np.random.default_rng([seed, shard, epoch]).integers(2**31 - 1))
 
 
-class MaskingSpec:
-    """What dynamic masking needs to know about the vocabulary.
-
-    Args:
-      vocab_size: random replacements are drawn from [0, vocab_size), as
-        the original draws from the whole vocabulary list.
-      special_ids: never masked ([CLS], [SEP], [PAD]).
-      mask_id: the [MASK] id.
-      continuation: bool array (vocab_size,), True for `##` pieces; used
-        for whole-word masking.
-      masked_lm_prob: share of tokens to predict (0.15 BERT, 0.3 MosaicBERT).
-      whole_word: mask all pieces of a word together.
-    """
-
-    def __init__(
-        self,
-        vocab_size,
-        special_ids,
-        mask_id,
-        continuation=None,
-        masked_lm_prob=0.15,
-        whole_word=False,
-    ):
-        self.vocab_size, self.mask_id = vocab_size, mask_id
-        self.special_ids = np.asarray(sorted(special_ids))
-        self.continuation = continuation
-        self.masked_lm_prob, self.whole_word = masked_lm_prob, whole_word
-
-    @classmethod
-    def from_tokenizer(cls, tok, masked_lm_prob=0.15, whole_word=False) -> MaskingSpec:
-        cont = np.zeros(tok.vocab_size, bool)
-        for token, i in tok.vocab.items():
-            cont[i] = token.startswith("##")
-        special = [tok.vocab[t] for t in ("[CLS]", "[SEP]", "[PAD]")]
-        return cls(tok.vocab_size, special, tok.vocab["[MASK]"], cont, masked_lm_prob, whole_word)
-
-
-def mask_batch(ids: np.ndarray, spec: MaskingSpec, max_predictions: int, rng: np.random.Generator):
+def mask_batch(
+    ids: np.ndarray,
+    vocab: MaskingVocab,
+    max_predictions: int,
+    rng: np.random.Generator,
+    *,
+    masked_lm_prob: float = 0.15,
+    whole_word: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Dynamic masking of a batch of unmasked sequences, vectorised over rows.
 
     Per row, as the original recipe: num_to_predict = min(max_predictions,
     max(1, round(n_tokens * masked_lm_prob))) positions (whole words when
-    `whole_word`), 80% -> [MASK], 10% kept, 10% a random id.
+    `whole_word`), never a special id, 80% -> [MASK], 10% kept, 10% a random
+    replacement. The same distribution as `pretraining_instances.mask_tokens`,
+    another random stream.
 
-    Returns: (masked ids, positions, label ids, weights), predictions padded
-    to `max_predictions` with zeros.
+    Args:
+      ids: (B, L) token ids padded with 0, as the records store them.
+      vocab: `MaskingVocab.from_vocab(tokenizer.vocab)`.
+      max_predictions: predictions per row (max_predictions_per_seq).
+      rng: the batch's generator.
+      masked_lm_prob: share of tokens to predict (0.15 BERT, 0.3 MosaicBERT).
+      whole_word: mask all pieces of a word together.
+
+    Returns:
+      (masked ids, positions, label ids, weights), predictions padded to
+      `max_predictions` with zeros.
     """
     b, length = ids.shape
-    real = ids != 0
-    candidate = real & ~np.isin(ids, spec.special_ids)
+    real = ids != 0  # Padding: records pad with 0 whatever the vocabulary.
+    candidate = real & ~np.isin(ids, vocab.special_array)
     n_tokens = real.sum(1)
-    n_pred = np.minimum(max_predictions, np.maximum(1, np.rint(n_tokens * spec.masked_lm_prob)))
+    n_pred = np.minimum(max_predictions, np.maximum(1, np.rint(n_tokens * masked_lm_prob)))
     n_pred = np.minimum(n_pred, candidate.sum(1)).astype(int)
     scores = rng.random((b, length))
-    if spec.whole_word and spec.continuation is not None:
+    continuation = vocab.continuation_array[ids] & candidate if whole_word else None
+    if whole_word:
         # A `##` piece shares the score of its word's first piece, so whole
         # words rank together.
-        cont = spec.continuation[ids] & candidate
-        word_start = np.where(cont, 0, np.arange(length)[None, :])
+        word_start = np.where(continuation, 0, np.arange(length)[None, :])
         word_start = np.maximum.accumulate(word_start, axis=1)
         scores = np.take_along_axis(scores, word_start, axis=1)
     scores = np.where(candidate, scores, 2.0)  # non-candidates sort last
@@ -100,15 +84,16 @@ def mask_batch(ids: np.ndarray, spec: MaskingSpec, max_predictions: int, rng: np
     weights = np.zeros((b, max_predictions), np.float32)
     for r in range(b):  # rows differ in how many they take; B is small
         chosen = order[r, : n_pred[r]]
-        if spec.whole_word and spec.continuation is not None:
-            chosen = _whole_words(order[r], candidate[r], spec.continuation[ids[r]], n_pred[r])
+        if whole_word:
+            chosen = _whole_words(order[r], candidate[r], continuation[r], n_pred[r])
         chosen = np.sort(chosen)
         positions[r, : len(chosen)] = chosen
         weights[r, : len(chosen)] = 1.0
     labels = np.take_along_axis(ids, positions, axis=1) * (weights > 0)
     action = rng.random((b, max_predictions))
-    random_ids = rng.integers(0, spec.vocab_size, (b, max_predictions))
-    new = np.where(action < 0.8, spec.mask_id, np.where(action < 0.9, labels, random_ids))
+    replacements = vocab.replacement_array
+    random_ids = replacements[rng.integers(0, len(replacements), (b, max_predictions))]
+    new = np.where(action < 0.8, vocab.mask_id, np.where(action < 0.9, labels, random_ids))
     masked = ids.copy()
     rows = np.repeat(np.arange(b), max_predictions)
     keep = weights.reshape(-1) > 0
@@ -146,7 +131,13 @@ class PretrainingLoader:
     Endless (epoch after epoch per shard); yields host-local batches (dict of
     numpy arrays) in the original feature names, with `masked_lm_*` filled by
     dynamic masking when the records have none.
+
+    Dynamic masking (`mask_batch`) takes `masking_vocab` (required for such
+    records), `masked_lm_prob` and `whole_word`; static records ignore them.
     """
+
+    # A stream: epochs are not counted in examples (pretraining counts steps).
+    num_examples = None
 
     def __init__(
         self,
@@ -160,9 +151,11 @@ class PretrainingLoader:
         process_index: int = 0,
         process_count: int = 1,
         shuffle_buffer: int = 10_000,
-        masking: MaskingSpec | None = None,
+        masking_vocab: MaskingVocab | None = None,
+        masked_lm_prob: float = 0.15,
+        whole_word: bool = False,
     ):
-        self.files = records.expand_files(patterns)
+        self.files = files.expand_globs(patterns)
         self.num_shards = num_shards or process_count
         if self.num_shards % process_count:
             raise ValueError(
@@ -179,12 +172,13 @@ class PretrainingLoader:
         self.seq_len, self.max_pred = max_seq_length, max_predictions
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
         self.dynamic = records.check_files(self.files, max_seq_length, max_predictions)
-        if self.dynamic and masking is None:
+        if self.dynamic and masking_vocab is None:
             raise ValueError(
                 f"{self.files[0]} has no masked_lm_* features (dynamic-masking "
-                "records): the loader needs a MaskingSpec (the vocabulary)"
+                "records): the loader needs a masking_vocab (the vocabulary's ids)"
             )
-        self.masking = masking
+        self.masking_vocab = masking_vocab
+        self.masked_lm_prob, self.whole_word = masked_lm_prob, whole_word
         self.state = {str(s): {"epoch": 0, "position": 0} for s in self.my_shards}
         self._iters: dict[int, Iterator] = {}
 
@@ -201,16 +195,16 @@ class PretrainingLoader:
 
     # --- pipeline ---------------------------------------------------------
     def _shard_files(self, shard: int, epoch: int) -> list[str]:
-        files = self.files[shard :: self.num_shards] or self.files
-        order = np.random.default_rng([self.seed, shard, epoch]).permutation(len(files))
-        return [files[i] for i in order]
+        mine = self.files[shard :: self.num_shards] or self.files
+        order = np.random.default_rng([self.seed, shard, epoch]).permutation(len(mine))
+        return [mine[i] for i in order]
 
     def _dataset(self, shard: int, epoch: int, skip_batches: int) -> tf.data.Dataset:
-        files = self._shard_files(shard, epoch)
-        ds = tf.data.Dataset.from_tensor_slices(files)
+        paths = self._shard_files(shard, epoch)
+        ds = tf.data.Dataset.from_tensor_slices(paths)
         ds = ds.interleave(
             tf.data.TFRecordDataset,
-            cycle_length=min(4, len(files)),
+            cycle_length=min(4, len(paths)),
             block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
@@ -262,7 +256,14 @@ class PretrainingLoader:
         out["next_sentence_labels"] = out["next_sentence_labels"].reshape(-1)
         if self.dynamic:
             rng = np.random.default_rng([self.seed, shard, epoch, position])
-            ids, pos, labels, w = mask_batch(out["input_ids"], self.masking, self.max_pred, rng)
+            ids, pos, labels, w = mask_batch(
+                out["input_ids"],
+                self.masking_vocab,
+                self.max_pred,
+                rng,
+                masked_lm_prob=self.masked_lm_prob,
+                whole_word=self.whole_word,
+            )
             out |= {
                 "input_ids": ids,
                 "masked_lm_positions": pos,

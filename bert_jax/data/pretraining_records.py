@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
-from bert_jax.data import corpus
+from bert_jax.data import files
 
 # name -> (dtype, length key): "seq" = max_seq_length, "pred" =
 # max_predictions_per_seq, 1 = a scalar stored as a length-1 list.
@@ -30,29 +30,6 @@ FEATURES = {
 
 def _length(kind, max_seq_length: int, max_predictions: int) -> int:
     return {"seq": max_seq_length, "pred": max_predictions}.get(kind, kind)
-
-
-def expand_files(patterns: str | Iterable[str]) -> list[str]:
-    """Comma-separated globs (or a list of them) -> sorted files; see corpus.expand_inputs."""
-    if not isinstance(patterns, str):
-        patterns = ",".join(patterns)
-    return corpus.expand_inputs(patterns)
-
-
-def write_tfrecord(path: str, examples: dict[str, np.ndarray]) -> None:
-    """Write aligned arrays (one row per example) as original-layout tf.Examples."""
-    n = len(examples["input_ids"])
-    with tf.io.TFRecordWriter(path) as w:
-        for i in range(n):
-            feats = {}
-            for name, (dtype, _) in FEATURES.items():
-                row = np.asarray(examples[name][i]).reshape(-1)
-                if dtype == tf.float32:
-                    feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=row))
-                else:
-                    feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=row))
-            ex = tf.train.Example(features=tf.train.Features(feature=feats))
-            w.write(ex.SerializeToString())
 
 
 # Dynamic-masking records (create_pretraining_data --dynamic) carry only these;
@@ -113,11 +90,11 @@ def read_tfrecords(
     patterns: str | Iterable[str], max_seq_length: int, max_predictions: int
 ) -> dict[str, np.ndarray]:
     """Read every example of the files into aligned int32/float32 arrays."""
-    files = expand_files(patterns)
+    paths = files.expand_globs(patterns)
     spec = parse_spec(
-        max_seq_length, max_predictions, check_files(files, max_seq_length, max_predictions)
+        max_seq_length, max_predictions, check_files(paths, max_seq_length, max_predictions)
     )
-    ds = tf.data.TFRecordDataset(files).batch(4096).map(lambda r: tf.io.parse_example(r, spec))
+    ds = tf.data.TFRecordDataset(paths).batch(4096).map(lambda r: tf.io.parse_example(r, spec))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in spec}
     for batch in ds.as_numpy_iterator():
         for k in spec:

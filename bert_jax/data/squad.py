@@ -24,7 +24,7 @@ context, so
 Tokenizing the whole context equals the original's word-by-word tokenizing:
 BERT's basic tokenizer splits on whitespace first either way.
 
-    examples, stats = read_squad("dev-v1.1.json")
+    examples, stats = parse_squad(load_json("dev-v1.1.json"), "dev-v1.1.json")
     # or from TFDS, rebuilt as the same JSON structure:
     examples, stats = parse_squad(load_tfds("1.1", "validation"), "TFDS squad/v1.1 validation")
     features = make_features(examples, tokenizer)          # is_training=False
@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax.data import bad_input, files
 from bert_jax.data.tokenizer import BertTokenizer
 
 
@@ -84,15 +85,25 @@ def is_version_2(dataset_json: Mapping[str, Any] | Sequence[Any]) -> bool:
     )
 
 
-def read_squad(path: str, on_error: str = "fail") -> tuple[list[Example], dict[str, Any]]:
-    """Reads a SQuAD v1.1 or v2.0 JSON file: `parse_squad` of its contents, named by its path."""
-    with open(path, encoding="utf-8") as f:
-        dataset_json = json.load(f)
-    return parse_squad(dataset_json, path, on_error)
+def load_json(path: str) -> dict[str, Any]:
+    """A SQuAD file (local or gs://, gzipped if ".gz") as the official JSON structure.
+
+    Parse it with `parse_squad(load_json(path), path)`; the official
+    evaluation (`bert_jax.metrics.squad.evaluate`) takes the structure itself.
+
+    Raises:
+      FileNotFoundError: no file at `path`.
+      ValueError: the file is not valid JSON; names the file.
+    """
+    with files.open_read(path) as f:
+        try:
+            return json.load(f)  # Bytes: json detects UTF-8 (and -16/-32) itself.
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def parse_squad(
-    dataset_json: Mapping[str, Any], source: str, on_error: str = "fail"
+    dataset_json: Mapping[str, Any], source: str, *, on_bad_input: str = "fail"
 ) -> tuple[list[Example], dict[str, Any]]:
     """Examples from a SQuAD v1.1 or v2.0 dataset in the official JSON structure.
 
@@ -104,21 +115,21 @@ def parse_squad(
     Args:
       dataset_json: {"version", "data": [{"title", "paragraphs": [{"context",
         "qas": [{"id", "question", "answers", "is_impossible"?}]}]}]}, as the
-        official files hold it (or `from_tfds_records` builds it).
+        official files hold it (`load_json`, or `from_tfds_records` builds it).
       source: what the data came from, for messages: the file's path, or the
         TFDS dataset and split.
-      on_error: what a bad training answer (text not at answer_start, or an
-        answerable question with no answer) does: "fail" raises ValueError
-        naming `source` and the question ids; "skip" drops the question. Both
-        log each one and count it in the stats.
+      on_bad_input: a bad training answer (text not at answer_start, or an
+        answerable question with no answer), or data without a question:
+        "fail" raises ValueError naming `source` and the question ids; "skip"
+        drops the question (`bad_input`). Either way each bad answer is
+        logged and counted in the stats.
 
     Returns:
       (examples, stats); stats: "version" ("1.1" or "2.0"), "questions" read,
       "impossible", "bad_answers" (count), "bad_answer_ids" (qas_ids) and
       "skipped" (questions dropped).
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    bad_input.check(on_bad_input)
     version_2 = is_version_2(dataset_json)
     examples, bad = [], []
     for article in dataset_json["data"]:
@@ -135,12 +146,20 @@ def parse_squad(
                         bad.append(qa["id"])
                         continue
                 examples.append(Example(qa["id"], qa["question"], context, answers, impossible))
-    if bad and on_error == "fail":
+    fail = on_bad_input == bad_input.FAIL
+    if bad and fail:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise ValueError(
             f"{source}: {len(bad)} answers do not match the context at their answer_start "
-            f"(questions {shown}); pass on_error='skip' to drop those questions"
+            f"(questions {shown}); pass on_bad_input='skip' to drop those questions"
         )
+    if bad:
+        n = len(examples) + len(bad)
+        logging.warning("%s: skipped %d of %d questions for a bad answer", source, len(bad), n)
+    if not examples and not bad:
+        if fail:
+            raise ValueError(f"{source}: no questions")
+        logging.warning("%s: no questions, skipped", source)
     stats = {
         "version": "2.0" if version_2 else "1.1",
         "questions": len(examples) + len(bad),
@@ -183,7 +202,7 @@ def from_tfds_records(records: Iterable[Mapping[str, Any]], version: str) -> dic
     "plausible_answers"; tensorflow_datasets `squad_dataset_builder.py`,
     `qa_utils.squadlike_features`). Questions are grouped back into
     articles by title and paragraphs by context, in record order, so that
-    `parse_squad` and the official evaluation (`squad_eval.evaluate`, which
+    `parse_squad` and the official evaluation (`bert_jax.metrics.squad.evaluate`, which
     walks this structure) serve both sources alike.
 
     Args:
@@ -412,7 +431,7 @@ def postprocess(
     `null_score_diff_threshold` (`apply_null_threshold`), and that difference
     is the null odds (the official evaluation's --na-prob-file). With
     threshold math.inf every question gets its best non-null answer, the
-    input of `squad_eval.tune_null_threshold`.
+    input of `bert_jax.metrics.squad.tune_null_threshold`.
 
     Args:
       start_logits, end_logits: (len(features), max_seq_length).

@@ -123,9 +123,6 @@ class BertTokenizer:
     mask_id = property(lambda self: self.vocab["[MASK]"])
     unk_id = property(lambda self: self.vocab["[UNK]"])
 
-    def id_to_token(self, token_id: int) -> str:
-        return self.inv_vocab[token_id]
-
     def _words(self, text: str) -> list[_Word]:
         """Runs the original's BasicTokenizer, keeping each character's span."""
         words: list[_Word] = []

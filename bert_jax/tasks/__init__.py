@@ -1,28 +1,29 @@
 """Task families: each contributes its model head, input pipeline, loss and metrics.
 
 The trainer looks a task up by `config.task` here: the one registry, at the
-data boundary (models and the trainer are plain imports).
+data boundary (models and the trainer are plain imports). What a task must
+provide is written down in `bert_jax/tasks/base.py` (`Task`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from bert_jax.tasks import classification, multiple_choice, ner, pretraining, squad
+from bert_jax.tasks.base import Task
+
+REGISTRY = {
+    "pretraining": pretraining.PretrainingTask,
+    "glue": classification.ClassificationTask,
+    "classify": classification.ClassificationTask,
+    "ner": ner.NerTask,
+    "squad": squad.SquadTask,
+    "multiple_choice": multiple_choice.MultipleChoiceTask,
+}
 
 
-def get(config: Any):
-    """Build the task named by `config.task`."""
-    from bert_jax.tasks import classification, multiple_choice, ner, pretraining, squad
-
-    registry = {
-        "pretraining": pretraining.PretrainingTask,
-        "glue": classification.ClassificationTask,
-        "classify": classification.ClassificationTask,
-        "ner": ner.NerTask,
-        "squad": squad.SquadTask,
-        "multiple_choice": multiple_choice.MultipleChoiceTask,
-    }
-    if config.task not in registry:
+def get(config) -> Task:
+    """Build the task named by `config.task` (cheap: no data is read)."""
+    if config.task not in REGISTRY:
         raise ValueError(
-            f"unknown task {config.task!r} (config key 'task'); known tasks: {sorted(registry)}"
+            f"unknown task {config.task!r} (config key 'task'); known tasks: {sorted(REGISTRY)}"
         )
-    return registry[config.task](config)
+    return REGISTRY[config.task](config)

@@ -4,83 +4,98 @@ Model: the pooled [CLS] output -> dropout -> dense (BERT paper, section 4.1).
 Loss: softmax cross-entropy, or mean squared error for regression (STS-B).
 Metrics: the official GLUE ones (`bert_jax.metrics.glue`) for GLUE tasks;
 accuracy (and F1 of the second label when there are two) for other data.
+Prediction: one text, or a pair as "text_a<TAB>text_b", per input.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import glue, text_classification
+from bert_jax.data import bad_input, glue, text_classification
 from bert_jax.metrics import glue as glue_metrics
 from bert_jax.models.heads import BertForSequenceClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
-class ClassificationTask(EncoderCost):
+class ClassificationTask:
+    """`config.task` "glue" (`glue_task` names it) or "classify" (files or TFDS)."""
+
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
-        self.tok = tokenizer(config)
-        d = config.data
-        if config.task == "glue":
-            self.glue = glue.get_task(config.glue_task)
-            self.labels = self.glue.labels
-            data_dir = d.data_dir or None
-            train = glue.load_split(self.glue.name, "train", data_dir)
-            dev = [s for s in self.glue.splits if s.startswith("dev")]
-            # MNLI has two dev sets: metrics of the mismatched one get "_mm".
-            self.eval_examples = {
-                ("" if i == 0 else "_mm"): glue.load_split(self.glue.name, s, data_dir)
-                for i, s in enumerate(dev)
-            }
-        else:
-            self.glue = None
-            train, evals, self.labels = self._load_classify(d)
-            self.eval_examples = {"": evals}
-        if d.max_train_examples:
-            train = train[: d.max_train_examples]
-        self.train_examples = train
+        self._tok = tokenizer(config)
+        bad_input.check(config.data.on_bad_input, "data.on_bad_input")
+        self.glue = glue.get_task(config.glue_task) if config.task == "glue" else None
 
-    @staticmethod
-    def _load_classify(d):
-        labels = tuple(d.labels) if d.labels else None
+    @functools.cached_property
+    def labels(self) -> tuple[str, ...] | None:
+        """GLUE's label set; data.labels; else the TFDS label names or the
+        sorted labels of the training file (read once). None: regression."""
+        if self.glue is not None:
+            return self.glue.labels
+        d = self.config.data
+        if d.labels:
+            return tuple(d.labels)
+        return self._classify_split("train")[1]
+
+    def tokenizer(self):
+        return self._tok
+
+    # --- data ----------------------------------------------------------------
+    def _glue_split(self, split: str):
+        return glue.load_split(
+            self.glue.name,
+            split,
+            self.config.data.data_dir or None,
+            on_bad_input=self.config.data.on_bad_input,
+        )
+
+    @functools.cache  # noqa: B019 (one task per run; the file is read once)
+    def _classify_split(self, which: str):
+        """("train" | "eval") -> (examples, labels) of the classify data."""
+        d = self.config.data
+        configured = tuple(d.labels) or None
         if d.tfds_name:
-            train, names = text_classification.load_tfds(
-                d.tfds_name, d.train_split, d.text_column, d.label_column, d.data_dir or None
+            split = d.train_split if which == "train" else d.eval_split
+            examples, names = text_classification.load_tfds(
+                d.tfds_name, split, d.text_column, d.label_column, d.data_dir or None
             )
-            evals, _ = text_classification.load_tfds(
-                d.tfds_name, d.eval_split, d.text_column, d.label_column, d.data_dir or None
-            )
-            return train, evals, labels or names
-        if not d.train_file:
+            return examples, configured or names
+        path = d.train_file if which == "train" else d.eval_file
+        if which == "train" and not path:
             raise ValueError("set data.train_file (a .tsv/.csv/.jsonl) or data.tfds_name")
-        kw = dict(
+        if not path:
+            return [], configured
+        labels = configured if which == "train" else self.labels
+        examples = text_classification.read_table(
+            path,
             text_column=d.text_column,
             label_column=d.label_column,
             text_b_column=d.text_b_column,
             labels=labels,
+            on_bad_input=d.on_bad_input,
         )
-        train = text_classification.read_table(d.train_file, **kw)
-        labels = labels or tuple(sorted({e.label for e in train}))
-        kw["labels"] = labels
-        evals = text_classification.read_table(d.eval_file, **kw) if d.eval_file else []
-        return train, evals, labels
+        return examples, labels or tuple(sorted({e.label for e in examples}))
 
     @property
     def regression(self) -> bool:
         return self.labels is None
 
-    # --- model and data ----------------------------------------------------
     def model(self) -> BertForSequenceClassification:
         n = 1 if self.regression else len(self.labels)
         return BertForSequenceClassification(model_config(self.config), num_labels=n)
 
     def encode(self, examples) -> dict[str, np.ndarray]:
         texts_b = [e.text_b for e in examples] if examples and examples[0].text_b else None
-        enc = self.tok.encode_batch([e.text_a for e in examples], texts_b, max_length=self.seq_len)
+        enc = self._tok.encode_batch([e.text_a for e in examples], texts_b, max_length=self.seq_len)
         out = {k: np.asarray(v, np.int32) for k, v in enc.items()}
         if examples and examples[0].label is not None:
             if self.regression:
@@ -90,29 +105,39 @@ class ClassificationTask(EncoderCost):
                 out["label"] = np.asarray([ids[e.label] for e in examples], np.int32)
         return out
 
-    def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
-        z = np.zeros((batch_size, self.seq_len), np.int32)
-        label = np.zeros((batch_size,), np.float32 if self.regression else np.int32)
+    def dummy_batch(self) -> dict[str, np.ndarray]:
+        z = np.zeros((1, self.seq_len), np.int32)
+        label = np.zeros((1,), np.float32 if self.regression else np.int32)
         return {"input_ids": z, "token_type_ids": z, "attention_mask": z, "label": label}
 
     model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index: int, process_count: int):
-        arrays = self.encode(self.train_examples)
+        if self.glue is not None:
+            examples = self._glue_split("train")
+        else:
+            examples = self._classify_split("train")[0]
+        examples = examples[: self.config.data.max_train_examples or None]
+        arrays = self.encode(examples)
         return sources.train_source(self.config, arrays, process_index, process_count)
 
-    def eval_source(self, process_index: int, process_count: int):
-        return {
-            suffix: sources.eval_source(self.config, self.encode(ex), process_index, process_count)
-            for suffix, ex in self.eval_examples.items()
+    def eval_sets(self, process_index: int, process_count: int) -> list[EvalSet]:
+        if self.glue is not None:
+            dev = [s for s in self.glue.splits if s.startswith("dev")]
+            # MNLI has two dev sets: metrics of the mismatched one get "_mm".
+            named = {("" if i == 0 else "_mm"): self._glue_split(s) for i, s in enumerate(dev)}
+        else:
+            named = {"": self._classify_split("eval")[0]}
+        return [
+            EvalSet(
+                sources.eval_source(self.config, self.encode(ex), process_index, process_count),
+                suffix,
+            )
+            for suffix, ex in named.items()
             if ex
-        } or None
+        ]
 
     # --- loss and metrics ---------------------------------------------------
-    def _predict(self, outputs):
-        logits = outputs["logits"]
-        return logits[..., 0] if self.regression else jnp.argmax(logits, -1)
-
     def loss(self, outputs, batch):
         logits = outputs["logits"]
         if self.regression:
@@ -122,21 +147,39 @@ class ClassificationTask(EncoderCost):
         return jnp.mean(per_example), {}
 
     def eval_stats(self, outputs, batch):
-        return {
-            "prediction": self._predict(outputs),
-            "label": batch["label"],
-            "valid": batch["valid"],
-        }
+        logits = outputs["logits"]
+        prediction = logits[..., 0] if self.regression else jnp.argmax(logits, -1)
+        return {"prediction": prediction, "label": batch["label"], "valid": batch["valid"]}
 
-    def finalize(self, stats) -> dict[str, float]:
+    def finalize(self, eval_set: EvalSet, stats) -> EvalResult:
         keep = stats["valid"] > 0
         pred, label = stats["prediction"][keep], stats["label"][keep]
         if self.glue is not None:
-            return glue_metrics.glue_metrics(self.glue.name, pred, label)
+            return EvalResult(glue_metrics.glue_metrics(self.glue.name, pred, label))
         out = {"accuracy": glue_metrics.accuracy(pred, label)}
         if len(self.labels) == 2:
             out["f1"] = glue_metrics.f1(pred, label, positive=1)
-        return out
+        return EvalResult(out)
 
-    def num_train_examples(self) -> int:
-        return len(self.train_examples)
+    # --- prediction -----------------------------------------------------------
+    def predict(
+        self, forward: Forward, inputs: Sequence[str], run_metrics: Mapping[str, float]
+    ) -> list[dict]:
+        """Per input "text" or "text_a<TAB>text_b": {"label", "probabilities"}, or
+        {"score"} for regression."""
+        del run_metrics
+        pairs = [t.split("\t", 1) for t in inputs]
+        texts_b = [p[1] for p in pairs] if all(len(p) == 2 for p in pairs) else None
+        enc = self._tok.encode_batch([p[0] for p in pairs], texts_b, max_length=self.seq_len)
+        logits = np.asarray(forward(encoder_inputs(enc))["logits"])
+        if self.regression:
+            return [{"text": t, "score": float(v[0])} for t, v in zip(inputs, logits, strict=True)]
+        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        return [
+            {
+                "text": t,
+                "label": self.labels[int(np.argmax(p))],
+                "probabilities": {lab: float(x) for lab, x in zip(self.labels, p, strict=True)},
+            }
+            for t, p in zip(inputs, probs, strict=True)
+        ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bert_jax.metrics_writer import encoder_train_flops
+from bert_jax import pretrained
+from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
 
 # Fields that fix parameter shapes (checked against a checkpoint).
@@ -34,8 +35,6 @@ def model_config(config) -> BertConfig:
         if not config.model.size:
             raise ValueError(f"set model.size (one of {list(SIZES)}) or init_checkpoint")
         return config_for_size(config.model.size, **overrides)
-    from bert_jax import pretrained
-
     ckpt = pretrained.load_config(init)
     if config.model.size:
         arch = {k: v for k, v in overrides.items() if k in ARCHITECTURE}
@@ -59,16 +58,20 @@ def model_config(config) -> BertConfig:
 def vocab_file(config) -> str:
     """data.vocab_file, else the init checkpoint's vocab.txt."""
     if config.data.get("vocab_file"):
+        if not Path(config.data.vocab_file).is_file():
+            raise FileNotFoundError(f"data.vocab_file {config.data.vocab_file} does not exist")
         return config.data.vocab_file
     init = config.get("init_checkpoint", "")
-    if init and (Path(init) / "vocab.txt").exists():
-        return str(Path(init) / "vocab.txt")
-    raise ValueError("set data.vocab_file (the init checkpoint has no vocab.txt)")
+    if not init:
+        raise ValueError("set data.vocab_file or init_checkpoint (a checkpoint with a vocab.txt)")
+    if not Path(init).exists():
+        raise FileNotFoundError(f"init_checkpoint {init} does not exist")
+    if not (Path(init) / "vocab.txt").exists():
+        raise ValueError(f"set data.vocab_file: init_checkpoint {init} has no vocab.txt")
+    return str(Path(init) / "vocab.txt")
 
 
-def tokenizer(config):
-    from bert_jax.data.tokenizer import BertTokenizer
-
+def tokenizer(config) -> BertTokenizer:
     return BertTokenizer(vocab_file(config), do_lower_case=config.data.get("do_lower_case", True))
 
 
@@ -79,20 +82,3 @@ def encoder_inputs(batch) -> dict:
         token_type_ids=batch["token_type_ids"],
         attention_mask=batch["attention_mask"],
     )
-
-
-class EncoderCost:
-    """A fine-tuning task's training cost per example at a batch width (perf metrics).
-
-    Needs `self.config` and `self.seq_len`; the trainer passes each batch's
-    width, which `data.length_bucket` may cut below `seq_len`.
-    """
-
-    rows_per_example = 1  # encoder rows per example (multiple choice: one per choice)
-
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        width = seq_len or self.seq_len
-        return self.rows_per_example * encoder_train_flops(model_config(self.config), width)
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return self.rows_per_example * (seq_len or self.seq_len)

@@ -3,26 +3,31 @@
 BERT paper section 5.3: the first sub-token of each word carries the word's
 tag; other pieces are ignored in the loss and the metrics. Metrics: entity-
 level micro precision/recall/F1 as conlleval/seqeval compute them, per type.
+The final evaluation's predictions are written to the workdir as
+`predictions.txt`, in the CoNLL layout conlleval reads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import conll
+from bert_jax.data import bad_input, conll
 from bert_jax.metrics import ner as ner_metrics
 from bert_jax.models.heads import BertForTokenClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.model_setup import EncoderCost, encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
 def _load(config, split: str) -> list[conll.Sentence]:
     d = config.data
     if d.data_dir:
         path = f"{d.data_dir}/{d[split + '_file']}"
-        sentences, stats = conll.read_conll(path, on_error=d.on_error)
+        sentences, _ = conll.read_conll(path, on_bad_input=d.on_bad_input)
         return sentences
     return _load_tfds(split, d)
 
@@ -55,39 +60,42 @@ def _load_tfds(split: str, d) -> list[conll.Sentence]:
     return out
 
 
-class NerTask(EncoderCost):
+class NerTask:
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
-        self.tok = tokenizer(config)
+        self._tok = tokenizer(config)
+        bad_input.check(config.data.on_bad_input, "data.on_bad_input")
         self.labels = conll.NER_LABELS
-        self.train_sentences = _load(config, "train")
-        if config.data.max_train_examples:
-            self.train_sentences = self.train_sentences[: config.data.max_train_examples]
-        self.eval_sentences = _load(config, "eval")
+
+    def tokenizer(self):
+        return self._tok
 
     def model(self) -> BertForTokenClassification:
         return BertForTokenClassification(model_config(self.config), num_labels=len(self.labels))
 
     def encode(self, sentences):
-        arrays, meta = conll.make_features(sentences, self.tok, self.labels, self.seq_len)
+        arrays, meta = conll.make_features(sentences, self._tok, self.labels, self.seq_len)
         return {k: np.asarray(v, np.int32) for k, v in arrays.items()}, meta
 
-    def dummy_batch(self, batch_size: int = 1):
-        z = np.zeros((batch_size, self.seq_len), np.int32)
+    def dummy_batch(self):
+        z = np.zeros((1, self.seq_len), np.int32)
         return {"input_ids": z, "token_type_ids": z, "attention_mask": z, "labels": z}
 
     model_inputs = staticmethod(encoder_inputs)
 
     def train_source(self, process_index, process_count):
-        arrays, _ = self.encode(self.train_sentences)
+        sentences = _load(self.config, "train")[: self.config.data.max_train_examples or None]
+        arrays, _ = self.encode(sentences)
         return sources.train_source(self.config, arrays, process_index, process_count)
 
-    def eval_source(self, process_index, process_count):
-        arrays, self.eval_meta = self.encode(self.eval_sentences)
-        return sources.eval_source(
+    def eval_sets(self, process_index, process_count) -> list[EvalSet]:
+        sentences = _load(self.config, "eval")
+        arrays, meta = self.encode(sentences)
+        source = sources.eval_source(
             self.config, arrays, process_index, process_count, per_token_stats=True
         )
+        return [EvalSet(source, context=(sentences, meta))]
 
     def loss(self, outputs, batch):
         labels = batch["labels"]
@@ -97,17 +105,33 @@ class NerTask(EncoderCost):
         )
         return jnp.sum(xent * mask) / jnp.maximum(jnp.sum(mask), 1), {}
 
-    def eval_stats(self, outputs, batch):
+    @staticmethod
+    def eval_stats(outputs, batch):
         return {"prediction": jnp.argmax(outputs["logits"], -1), "valid": batch["valid"]}
 
-    def finalize(self, stats) -> dict[str, float]:
+    def finalize(self, eval_set: EvalSet, stats) -> EvalResult:
+        sentences, meta = eval_set.context
         pred = stats["prediction"][stats["valid"] > 0]
-        tags = conll.predictions_to_tags(pred, self.eval_meta)
-        m = ner_metrics.ner_metrics([s.tags for s in self.eval_sentences], tags)
+        tags = conll.predictions_to_tags(pred, meta)
+        m = ner_metrics.ner_metrics([s.tags for s in sentences], tags)
         out = {k: m[k] for k in ("precision", "recall", "f1", "accuracy")}
         for kind, scores in m["per_type"].items():
             out[f"f1_{kind}"] = scores["f1"]
-        return out
+        return EvalResult(out, {"predictions.txt": conll.format_predictions(sentences, tags)})
 
-    def num_train_examples(self) -> int:
-        return len(self.train_sentences)
+    def predict(
+        self, forward: Forward, inputs: Sequence[str], run_metrics: Mapping[str, float]
+    ) -> list[dict]:
+        """Per input text: {"entities": [{"type", "text", "start", "end"}]}, character
+        offsets into the text."""
+        del run_metrics
+        split = [conll.split_words(text) for text in inputs]
+        arrays, meta = conll.make_features(
+            [w for w, _ in split], self._tok, self.labels, self.seq_len
+        )
+        logits = forward(encoder_inputs(arrays))["logits"]
+        tags = conll.predictions_to_tags(np.asarray(np.argmax(logits, -1)), meta)
+        return [
+            {"text": text, "entities": conll.entities_with_offsets(text, spans, t)}
+            for text, (_, spans), t in zip(inputs, split, tags, strict=True)
+        ]

@@ -8,33 +8,38 @@ two-way classifier; the total is their sum.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from bert_jax.data import embedded_pretraining, pretraining_loader, pretraining_records
 from bert_jax.data.array_source import ArraySource
+from bert_jax.data.masking_vocab import MaskingVocab
 from bert_jax.data.tokenizer import BertTokenizer
-from bert_jax.metrics_writer import encoder_train_flops
 from bert_jax.models.heads import BertForPreTraining
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward
 from bert_jax.tasks.model_setup import model_config
 
 
 class PretrainingTask:
+    labels = None
+
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
         self.num_predictions = config.max_predictions_per_seq
         self.use_nsp = config.nsp
-        self._embedded = None  # paths of the embedded-corpus data, once built
 
     def model(self) -> BertForPreTraining:
         return BertForPreTraining(model_config(self.config), nsp=self.use_nsp)
 
-    def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
-        z = lambda n, dt=np.int32: np.zeros((batch_size, n), dt)  # noqa: E731
+    def dummy_batch(self) -> dict[str, np.ndarray]:
+        z = lambda n, dt=np.int32: np.zeros((1, n), dt)  # noqa: E731
         return {
             "input_ids": z(self.seq_len),
             "input_mask": z(self.seq_len),
@@ -42,7 +47,7 @@ class PretrainingTask:
             "masked_lm_positions": z(self.num_predictions),
             "masked_lm_ids": z(self.num_predictions),
             "masked_lm_weights": z(self.num_predictions, np.float32),
-            "next_sentence_labels": np.zeros((batch_size,), np.int32),
+            "next_sentence_labels": np.zeros((1,), np.int32),
         }
 
     @staticmethod
@@ -94,7 +99,7 @@ class PretrainingTask:
     eval_stats = _parts
 
     @staticmethod
-    def finalize(stats: dict[str, float]) -> dict[str, float]:
+    def finalize(eval_set: EvalSet, stats) -> EvalResult:
         out = {
             "mlm_accuracy": stats["mlm_correct"] / max(stats["mlm_weight"], 1e-9),
             "mlm_loss": stats["mlm_loss_sum"] / max(stats["mlm_weight"], 1e-9),
@@ -102,33 +107,42 @@ class PretrainingTask:
         if "nsp_count" in stats:
             out["nsp_accuracy"] = stats["nsp_correct"] / max(stats["nsp_count"], 1e-9)
             out["nsp_loss"] = stats["nsp_loss_sum"] / max(stats["nsp_count"], 1e-9)
-        return out
+        return EvalResult(out)
+
+    # --- data -----------------------------------------------------------------
+    @functools.cache  # noqa: B019 (built once on disk; the paths never change)
+    def _embedded(self) -> dict:
+        """Paths of the embedded-corpus data (built into data.embedded_dir once)."""
+        d = self.config.data
+        root = os.path.expanduser(d.embedded_dir or "~/.cache/bert_jax")
+        paths = embedded_pretraining.prepare(root, self.seq_len, self.num_predictions)
+        size = embedded_pretraining.vocab_size(paths)
+        if size != model_config(self.config).vocab_size:
+            raise ValueError(
+                f"{paths['vocab_txt']} has {size} tokens but "
+                f"model.vocab_size is {model_config(self.config).vocab_size}"
+            )
+        return paths
 
     def _files(self, key: str) -> str:
         """data.<key>, or the embedded corpus's records when it is "embedded"."""
         d = self.config.data
         if d[key] != "embedded":
             return d[key]
-        if self._embedded is None:
-            root = os.path.expanduser(d.embedded_dir or "~/.cache/bert_jax")
-            self._embedded = embedded_pretraining.prepare(root, self.seq_len, self.num_predictions)
-            size = embedded_pretraining.vocab_size(self._embedded)
-            if size != model_config(self.config).vocab_size:
-                raise ValueError(
-                    f"{self._embedded['vocab_txt']} has {size} tokens but "
-                    f"model.vocab_size is {model_config(self.config).vocab_size}"
-                )
-        return str(self._embedded[key.replace("_files", "_tfrecord")])
+        return str(self._embedded()[key.replace("_files", "_tfrecord")])
 
-    def _masking(self) -> pretraining_loader.MaskingSpec | None:
+    def tokenizer(self) -> BertTokenizer | None:
+        """data.vocab_file's, else the embedded data's when it is used, else None."""
         d = self.config.data
-        vocab = d.vocab_file or (str(self._embedded["vocab_txt"]) if self._embedded else "")
-        if not vocab:
-            return None
-        tok = BertTokenizer(vocab, do_lower_case=d.do_lower_case)
-        return pretraining_loader.MaskingSpec.from_tokenizer(
-            tok, self.config.masked_lm_prob, self.config.whole_word_mask
-        )
+        if d.vocab_file:
+            return BertTokenizer(d.vocab_file, do_lower_case=d.do_lower_case)
+        if "embedded" in (d.train_files, d.eval_files):
+            return BertTokenizer(str(self._embedded()["vocab_txt"]), do_lower_case=True)
+        return None
+
+    def _masking_vocab(self) -> MaskingVocab | None:
+        tok = self.tokenizer()
+        return None if tok is None else MaskingVocab.from_vocab(tok.vocab)
 
     def train_source(self, process_index: int, process_count: int):
         d = self.config.data
@@ -147,24 +161,31 @@ class PretrainingTask:
             process_index=process_index,
             process_count=process_count,
             shuffle_buffer=d.shuffle_buffer,
-            masking=self._masking(),
+            masking_vocab=self._masking_vocab(),
+            masked_lm_prob=self.config.masked_lm_prob,
+            whole_word=self.config.whole_word_mask,
         )
 
-    def eval_source(self, process_index: int, process_count: int) -> ArraySource | None:
+    def eval_sets(self, process_index: int, process_count: int) -> list[EvalSet]:
         """The held-out set, in memory; dynamic records get one fixed masking."""
         d = self.config.data
         if not d.eval_files:
-            return None
+            return []
         arrays = pretraining_records.read_tfrecords(
             self._files("eval_files"), self.seq_len, self.num_predictions
         )
         if "masked_lm_positions" not in arrays:
-            masking = self._masking()
-            if masking is None:
+            vocab = self._masking_vocab()
+            if vocab is None:
                 raise ValueError(f"{d.eval_files}: dynamic-masking records need data.vocab_file")
             rng = np.random.default_rng([self.config.seed, 1])  # the same masks every eval
             ids, pos, labels, w = pretraining_loader.mask_batch(
-                arrays["input_ids"], masking, self.num_predictions, rng
+                arrays["input_ids"],
+                vocab,
+                self.num_predictions,
+                rng,
+                masked_lm_prob=self.config.masked_lm_prob,
+                whole_word=self.config.whole_word_mask,
             )
             arrays |= {
                 "input_ids": ids,
@@ -172,14 +193,66 @@ class PretrainingTask:
                 "masked_lm_ids": labels,
                 "masked_lm_weights": w,
             }
-        return ArraySource.for_eval(
+        source = ArraySource.for_eval(
             arrays, self.config.eval_batch_size, process_index, process_count
         )
+        return [EvalSet(source)]
 
-    def flops_per_example(self, seq_len: int | None = None) -> float:
-        return encoder_train_flops(
-            model_config(self.config), seq_len or self.seq_len, self.num_predictions
-        )
-
-    def tokens_per_example(self, seq_len: int | None = None) -> int:
-        return seq_len or self.seq_len
+    # --- prediction -------------------------------------------------------------
+    def predict(
+        self, forward: Forward, inputs: Sequence[str], run_metrics: Mapping[str, float]
+    ) -> list[dict]:
+        """Fill-mask: per input text with one or more "[MASK]",
+        {"masks": [{"predictions": [{"token", "probability"}, ...]}]} (top 5 each)."""
+        del run_metrics
+        tok = self.tokenizer()
+        if tok is None:
+            raise ValueError("fill-mask needs a vocabulary: set data.vocab_file")
+        rows = []
+        for i, text in enumerate(inputs):
+            # "[MASK]" written in text is split as text by the tokenizer (as the
+            # original's): the pieces around it are encoded and joined by the id.
+            pieces = [tok.tokenize(part) for part in text.split("[MASK]")]
+            if len(pieces) < 2:
+                raise ValueError(f"input {i}: no [MASK] in {text!r}")
+            ids = [tok.cls_id]
+            for j, piece in enumerate(pieces):
+                ids += ([tok.mask_id] if j else []) + tok.convert_tokens_to_ids(piece)
+            ids.append(tok.sep_id)
+            if len(ids) > self.seq_len:
+                raise ValueError(f"input {i}: {len(ids)} word pieces exceed {self.seq_len}")
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        positions = [np.flatnonzero(ids[i] == tok.mask_id) for i in range(len(rows))]
+        most = max(len(p) for p in positions)
+        pos = np.zeros((len(rows), most), np.int32)
+        for i, p in enumerate(positions):
+            pos[i, : len(p)] = p
+        logits = forward(
+            dict(
+                input_ids=ids,
+                token_type_ids=np.zeros_like(ids),
+                attention_mask=(ids > 0).astype(np.int32),
+                masked_positions=pos,
+            )
+        )["mlm_logits"]
+        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        out = []
+        for text, p, prob in zip(inputs, positions, probs, strict=True):
+            masks = []
+            for k in range(len(p)):
+                top = np.argsort(-prob[k])[:5]
+                tokens = tok.convert_ids_to_tokens(top.tolist())
+                masks.append(
+                    {
+                        "predictions": [
+                            {"token": t, "probability": float(prob[k, j])}
+                            for t, j in zip(tokens, top, strict=True)
+                        ]
+                    }
+                )
+            out.append({"text": text, "masks": masks})
+        return out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data.array_source import ArraySource
+from tests.numerics import assert_equal
 
 
 def _arrays(n=200, width=64, choices=None, seed=0):
@@ -37,7 +38,7 @@ def test_resume_gives_the_exact_next_batches():
     for w, g in zip(want[5:], _take(again, 9), strict=True):
         assert w.keys() == g.keys()
         for k in w:
-            np.testing.assert_array_equal(w[k], g[k])
+            assert_equal(w[k], g[k])
 
 
 @pytest.mark.parametrize("options", [{}, {"length_bucket": 16, "group_by_length": True}])
@@ -49,7 +50,7 @@ def test_host_shares_assemble_the_single_host_batch(options):
     for step, whole in enumerate(one):
         for k in whole:
             parts = [h[step][k] for h in hosts]
-            np.testing.assert_array_equal(np.concatenate(parts), whole[k])
+            assert_equal(np.concatenate(parts), whole[k])
 
 
 def test_length_bucket_cuts_only_padding():
@@ -61,9 +62,9 @@ def test_length_bucket_cuts_only_padding():
         assert w % 16 == 0 and c["attention_mask"].shape == (32, w)
         longest = f["attention_mask"].sum(1).max()
         assert w - 16 < longest <= w  # the smallest multiple of 16 that holds every row
-        np.testing.assert_array_equal(c["input_ids"], f["input_ids"][:, :w])
+        assert_equal(c["input_ids"], f["input_ids"][:, :w])
         assert not f["attention_mask"][:, w:].any()
-        np.testing.assert_array_equal(c["label"], f["label"])  # per-row arrays untouched
+        assert_equal(c["label"], f["label"])  # per-row arrays untouched
 
 
 def test_eval_cut_keeps_every_row_once():
@@ -72,7 +73,7 @@ def test_eval_cut_keeps_every_row_once():
     assert [b["input_ids"].shape[1] % 8 for b in batches] == [0, 0, 0]
     valid = np.concatenate([b["valid"] for b in batches])
     rows = np.concatenate([b["label"] for b in batches])[valid > 0]
-    np.testing.assert_array_equal(rows, np.arange(70))
+    assert_equal(rows, np.arange(70))
 
 
 def test_multiple_choice_rows_are_cut_on_their_longest_choice():

@@ -1,8 +1,6 @@
 """Tests for bert_jax.data.conll on the real CoNLL-2003 files and small cases."""
 
 import collections
-import dataclasses
-import os
 import re
 
 import numpy as np
@@ -10,6 +8,8 @@ import pytest
 
 from bert_jax.data import conll
 from bert_jax.data.tokenizer import BertTokenizer
+from tests.data.iob1 import iob2_to_iob1
+from tests.numerics import assert_equal
 
 # split: (sentences, documents, words) in the shared copy of CoNLL-2003.
 REAL_COUNTS = {
@@ -79,7 +79,7 @@ def test_real_files(real, split):
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_iob1_round_trip(real, tmp_path, split):
     sentences, _ = real[split]
-    iob1 = [conll.iob2_to_iob1(s.tags) for s in sentences]
+    iob1 = [iob2_to_iob1(s.tags) for s in sentences]
     # Entities of one type next to each other keep a B- in IOB1.
     assert any(t.startswith("B-") for tags in iob1 for t in tags)
     path = _write_tags(tmp_path / "iob1.txt", sentences, iob1)
@@ -100,7 +100,7 @@ def test_iob1_round_trip(real, tmp_path, split):
 def test_scheme_helpers():
     iob2 = ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "B-ORG", "I-ORG", "O", "B-MISC"]
     iob1 = ["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-ORG", "I-ORG", "O", "I-MISC"]
-    assert conll.iob2_to_iob1(iob2) == iob1
+    assert iob2_to_iob1(iob2) == iob1
     assert conll.iob1_to_iob2(iob1) == iob2
     assert conll.iob1_to_iob2(iob2) == iob2
     # An IOB2 error is read as conlleval reads it.
@@ -126,7 +126,7 @@ def test_malformed_line_fails_or_is_skipped(tmp_path, bad_line, why):
     path = _write(tmp_path / "bad.txt", text)
     with pytest.raises(ValueError, match=re.escape(f"{path}:7: {why}")):
         conll.read_conll(path)
-    sentences, stats = conll.read_conll(path, on_error="skip")
+    sentences, stats = conll.read_conll(path, on_bad_input="skip")
     assert [s.tokens for s in sentences] == [("EU", "rejects"), ("BRUSSELS",)]
     assert (stats.sentences, stats.malformed_lines, stats.skipped_sentences) == (2, 1, 1)
     assert stats.problems[0][0] == 7 and why in stats.problems[0][1]
@@ -134,7 +134,7 @@ def test_malformed_line_fails_or_is_skipped(tmp_path, bad_line, why):
 
 def test_skip_counts_several_bad_lines(tmp_path):
     text = GOOD + "A B\nC D E F G\n\nx NN B-NP O\n\ny NN B-NP Y-LOC\nz NN B-NP O\n"
-    sentences, stats = conll.read_conll(_write(tmp_path / "bad.txt", text), on_error="skip")
+    sentences, stats = conll.read_conll(_write(tmp_path / "bad.txt", text), on_bad_input="skip")
     assert [s.tokens for s in sentences] == [("EU", "rejects"), ("x",)]
     assert (stats.malformed_lines, stats.skipped_sentences) == (3, 2)
     assert [line for line, _ in stats.problems] == [7, 8, 12]
@@ -145,7 +145,7 @@ def test_not_utf8_names_the_line(tmp_path):
     path.write_bytes(GOOD.encode() + "Müller NNP I-NP I-PER\n\nok NN B-NP O\n".encode("latin-1"))
     with pytest.raises(ValueError, match=re.escape(f"{path}:7: not valid UTF-8")):
         conll.read_conll(str(path))
-    sentences, stats = conll.read_conll(str(path), on_error="skip")
+    sentences, stats = conll.read_conll(str(path), on_bad_input="skip")
     assert [s.tokens for s in sentences] == [("EU", "rejects"), ("ok",)]
     assert stats.skipped_sentences == 1
 
@@ -175,14 +175,14 @@ def test_layout_variants(tmp_path):
 
 def test_bad_arguments(tmp_path):
     path = _write(tmp_path / "a.txt", GOOD)
-    for kwargs in (
-        {"on_error": "ignore"},
-        {"scheme": "bioes"},
-        {"tag_column": 0},
-        {"tag_column": 4},
+    for kwargs, message in (
+        ({"on_bad_input": "ignore"}, "on_bad_input must be 'fail' or 'skip'"),
+        ({"scheme": "bioes"}, "scheme must be"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             conll.read_conll(path, **kwargs)
+    with pytest.raises(ValueError, match="one column"):  # No tag column at all.
+        conll.read_conll(_write(tmp_path / "words.txt", "EU\nrejects\n"), on_bad_input="skip")
 
 
 # ---------------------------------------------------------------- features
@@ -210,7 +210,7 @@ def test_first_subword_features_on_real_data(real, tokenizer, split):
         # Every kept word's first piece carries its tag, and nothing else does.
         expected = np.full(128, -1)
         expected[starts[kept]] = [label_id[t] for t, k in zip(s.tags, kept, strict=True) if k]
-        np.testing.assert_array_equal(labels, expected)
+        assert_equal(labels, expected)
         for j in range(min(3, int(kept.sum()))):
             assert (
                 ids[starts[j]]
@@ -236,7 +236,7 @@ def test_truncation_and_odd_words(tokenizer):
     features, meta = conll.make_features([sentence], tokenizer, max_seq_length=width)
     ids = features["input_ids"][0]
     starts = [1, 1 + len(pieces[0]), 2 + len(pieces[0]), 2 + len(pieces[0]) + len(pieces[2])]
-    np.testing.assert_array_equal(meta.word_starts[0], [*starts, -1, -1])
+    assert_equal(meta.word_starts[0], [*starts, -1, -1])
     assert ids[starts[1]] == tokenizer.unk_id and ids[-1] == tokenizer.sep_id
     assert meta.num_truncated[0] == 2
     labels = [-1] * width
@@ -255,39 +255,29 @@ def test_truncation_and_odd_words(tokenizer):
 # ------------------------------------------------------------------ output
 
 
-def test_write_conll_round_trip(real, tokenizer, tmp_path):
+def test_predictions_file_reads_back_as_the_predictions(real, tokenizer, tmp_path):
     sentences, _ = real["valid"]
     features, meta = conll.make_features(sentences, tokenizer)
     pred = conll.predictions_to_tags(np.maximum(features["labels"], 0), meta)
-    path = str(tmp_path / "pred.txt")
-    (tmp_path / "pred.txt").write_text("old")
-    conll.write_conll(path, sentences, pred)
-    assert os.listdir(tmp_path) == ["pred.txt"]  # No temporary file left.
-    lines = (tmp_path / "pred.txt").read_text().split("\n")
+    text = conll.format_predictions(sentences, pred)
+    lines = text.split("\n")
     assert lines[:3] == ["-DOCSTART- -X- -X- O O", "", "CRICKET NNP B-NP O O"]
     assert sum(line.startswith("-DOCSTART-") for line in lines) == 216
-    gold, gold_stats = conll.read_conll(path, tag_column=-2)
-    assert [_without_line(s) for s in gold] == [_without_line(s) for s in sentences]
-    assert gold_stats.documents == 216
-    predicted, _ = conll.read_conll(path)
-    assert [list(s.tags) for s in predicted] == pred
+    # The gold tag is the 4th column, the prediction the last (what read_conll takes).
+    golds = [line.split()[3] for line in lines if line and not line.startswith("-DOCSTART-")]
+    assert golds == [t for s in sentences for t in s.tags]
+    (tmp_path / "pred.txt").write_text(text)
+    predicted, stats = conll.read_conll(str(tmp_path / "pred.txt"))
+    assert [list(s.tags) for s in predicted] == pred and stats.documents == 216
+    assert [s.tokens for s in predicted] == [s.tokens for s in sentences]
     assert predicted[0].pos == sentences[0].pos and predicted[-1].chunk == sentences[-1].chunk
-    # A bad call leaves the old file as it was.
     with pytest.raises(ValueError, match="3250 sentences but 1 predictions"):
-        conll.write_conll(path, sentences, pred[:1])
-    assert os.listdir(tmp_path) == ["pred.txt"]
-    assert conll.read_conll(path)[0] == predicted
+        conll.format_predictions(sentences, pred[:1])
 
 
-def _without_line(s: conll.Sentence) -> conll.Sentence:
-    return dataclasses.replace(s, line=0)
-
-
-def test_write_conll_without_pos_columns(tmp_path):
+def test_predictions_file_without_pos_columns():
     sentences = [conll.Sentence(("Hi", "Bob"), ("O", "B-PER")), conll.Sentence(("x",), ("O",))]
-    path = str(tmp_path / "out.txt")
-    conll.write_conll(path, sentences, [["O", "B-PER"], ["B-LOC"]])
-    assert (tmp_path / "out.txt").read_text() == (
+    assert conll.format_predictions(sentences, [["O", "B-PER"], ["B-LOC"]]) == (
         "-DOCSTART- -X- -X- O O\n\nHi - - O O\nBob - - B-PER B-PER\n\nx - - O B-LOC\n\n"
     )
 

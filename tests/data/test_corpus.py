@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from bert_jax.data import corpus, embedded_corpus
 
@@ -46,20 +45,9 @@ def test_write_text_corpus_round_trips(tmp_path, name):
     assert list(corpus.text_file_documents(str(tmp_path / name))) == [*DOCS, ["spaced out"]]
 
 
-def test_expand_inputs_comma_separated_globs(tmp_path):
-    for name in ["b.txt", "a2.txt", "a1.txt", "c.txt.gz"]:
-        _write(tmp_path / name, b"x\n")
-    (tmp_path / "a_dir.txt").mkdir()  # Directories are not inputs.
-    files = corpus.expand_inputs(f"{tmp_path}/c.txt.gz, {tmp_path}/a*.txt,{tmp_path}/*1.txt,")
-    assert files == [str(tmp_path / n) for n in ["a1.txt", "a2.txt", "c.txt.gz"]]
-
-
-def test_missing_pattern_is_named(tmp_path):
-    _write(tmp_path / "a.txt", b"x\n")
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path}/nope*.txt")):
-        corpus.expand_inputs(f"{tmp_path}/a.txt,{tmp_path}/nope*.txt")
-    with pytest.raises(FileNotFoundError):  # At the call, not at the first document.
-        corpus.text_documents(f"{tmp_path}/nope.txt")
+def test_missing_pattern_fails_at_the_call(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path}/nope.txt")):
+        corpus.text_documents(f"{tmp_path}/nope.txt")  # Not at the first document.
 
 
 def test_text_documents_reads_files_in_sorted_order(tmp_path):
@@ -76,34 +64,35 @@ def test_non_utf8_line_fails_with_file_and_line(tmp_path):
         list(corpus.text_file_documents(path))
 
 
-def test_non_utf8_line_skipped_and_counted(tmp_path):
+def test_non_utf8_line_skipped_and_counted(tmp_path, caplog):
     path = _write(tmp_path / "bad.txt.gz", b"Good.\nBad \xff.\n\n\xc3(\n\nFine.\n\xfe\n")
     stats = corpus.CorpusStats()
-    docs = list(corpus.text_file_documents(path, errors="skip", stats=stats))
+    docs = list(corpus.text_file_documents(path, on_bad_input="skip", stats=stats))
     assert docs == [["Good."], ["Fine."]]
     assert stats.skipped_lines == 3
     assert stats.skipped == [f"{path}:2", f"{path}:4", f"{path}:7"]
     assert stats.empty_documents == 1  # The document whose one line was skipped.
     assert "3 non-UTF-8 lines skipped" in stats.summary()
+    assert f"{path}: skipped 3 lines that are not UTF-8" in caplog.text
 
 
 @pytest.mark.parametrize("data", [b"", b"\n \n\t\n"])
 def test_empty_file_is_reported(tmp_path, data, caplog):
     path = _write(tmp_path / "empty.txt", data)
     stats = corpus.CorpusStats()
-    assert list(corpus.text_file_documents(path, stats=stats)) == []
+    assert list(corpus.text_file_documents(path, on_bad_input="skip", stats=stats)) == []
     assert stats.empty_files == [path] and path in stats.summary()
     assert any(path in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    with pytest.raises(ValueError, match=re.escape(path)):
-        list(corpus.text_file_documents(path, on_empty="fail"))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: no documents")):
+        list(corpus.text_file_documents(path))  # "fail", the default.
 
 
-def test_bad_mode_names_rejected(tmp_path):
+def test_bad_policy_rejected(tmp_path):
     path = _write(tmp_path / "a.txt", b"x\n")
-    with pytest.raises(ValueError, match="errors"):
-        next(corpus.text_file_documents(path, errors="ignore"))
-    with pytest.raises(ValueError, match="on_empty"):
-        next(corpus.text_file_documents(path, on_empty="skip"))
+    with pytest.raises(ValueError, match="on_bad_input must be 'fail' or 'skip', got 'ignore'"):
+        next(corpus.text_file_documents(path, on_bad_input="ignore"))
+    with pytest.raises(ValueError, match="on_bad_input"):
+        corpus.text_documents(path, on_bad_input="warn")  # At the call.
 
 
 @pytest.mark.parametrize("name", ["big.txt", "big.txt.gz"])
@@ -168,19 +157,43 @@ def test_tfds_documents_on_mock_data():
     assert all(doc and all(isinstance(s, str) and s for s in doc) for doc in docs)
 
 
-def test_tfds_documents_splits_each_example():
+def _wikipedia(texts):
+    """`mock_data` serving these article texts as TFDS wikipedia."""
+    import tensorflow as tf
+
+    def as_dataset(self, *args, **kwargs):
+        del self, args, kwargs
+        return tf.data.Dataset.from_tensor_slices({"text": texts, "title": ["t"] * len(texts)})
+
+    return as_dataset
+
+
+def test_tfds_documents_split_each_example_and_count():
     import tensorflow_datasets as tfds
 
     texts = ["First sentence. Second one!\nA new paragraph.", "   ", "Only one here."]
-
-    def as_dataset(self, *args, **kwargs):
-        del args, kwargs
-        return tf.data.Dataset.from_tensor_slices({"text": texts, "title": ["a", "b", "c"]})
-
-    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        docs = list(corpus.tfds_documents("wikipedia/20230601.en"))
-    # The blank example is dropped.
+    stats = corpus.CorpusStats()
+    with tfds.testing.mock_data(as_dataset_fn=_wikipedia(texts)):
+        docs = list(corpus.text_documents("tfds:wikipedia/20230601.en:train", stats=stats))
+    # The blank example is dropped and counted.
     assert docs == [["First sentence.", "Second one!", "A new paragraph."], ["Only one here."]]
+    assert (stats.documents, stats.sentences, stats.empty_documents) == (2, 4, 1)
+    with tfds.testing.mock_data(as_dataset_fn=_wikipedia(["  "])):
+        with pytest.raises(ValueError, match=r"TFDS wikipedia/20230601.en split 'train': no doc"):
+            list(corpus.source_documents("tfds:wikipedia/20230601.en"))
+        assert (
+            list(corpus.source_documents("tfds:wikipedia/20230601.en", on_bad_input="skip")) == []
+        )
+
+
+def test_tfds_sources_mix_with_files_and_bad_specs_are_named(tmp_path):
+    _write(tmp_path / "a.txt", b"One.\n")
+    assert corpus.expand_sources(f"{tmp_path}/*.txt, tfds:c4/en:train[:1%]") == [
+        "tfds:c4/en:train[:1%]",
+        str(tmp_path / "a.txt"),
+    ]
+    with pytest.raises(ValueError, match=r"expected tfds:NAME\[:SPLIT\[:FEATURE\]\]"):
+        corpus.source_documents("tfds:a:b:c:d")
 
 
 def test_tfds_unknown_feature_lists_features():
@@ -190,7 +203,7 @@ def test_tfds_unknown_feature_lists_features():
         tfds.testing.mock_data(num_examples=1),
         pytest.raises(ValueError, match=re.escape("['label', 'text']")),
     ):
-        corpus.tfds_documents("imdb_reviews", text_feature="review")
+        list(corpus.tfds_documents("imdb_reviews", text_feature="review"))
 
 
 # ---------------------------------------------------------- embedded corpus
@@ -231,9 +244,9 @@ def test_embedded_corpus_is_real_english(embedded, shared_data):
     assert np.mean([w in vocab for w in words]) > 0.9
 
 
-def test_write_embedded_corpus(tmp_path):
+def test_embedded_corpus_round_trips_through_a_text_file(tmp_path):
     path = str(tmp_path / "embedded.txt")
-    stats = embedded_corpus.write_embedded_corpus(path, max_documents=10)
+    stats = corpus.write_text_corpus(embedded_corpus.embedded_documents(max_documents=10), path)
     docs = list(corpus.text_file_documents(path))
     assert docs == list(embedded_corpus.embedded_documents(max_documents=10))
     assert stats.documents == len(docs) == 10

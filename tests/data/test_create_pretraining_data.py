@@ -9,6 +9,7 @@ documents of 1..30 sentences; the vocabulary is bert-base-uncased.
 
 import collections
 import gzip
+import json
 import os
 import random
 import subprocess
@@ -22,6 +23,9 @@ import tensorflow as tf
 from bert_jax.data import corpus, pretraining_records
 from bert_jax.data import create_pretraining_data as cpd
 from bert_jax.data import pretraining_instances as recipe
+from bert_jax.data.masking_vocab import MaskingVocab
+from tests import train_data
+from tests.numerics import assert_equal
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
@@ -38,7 +42,7 @@ def _write_docs(path, docs):
 
 @pytest.fixture(scope="module")
 def mvocab(tok):
-    return recipe.MaskingVocab.from_vocab(tok.vocab)
+    return MaskingVocab.from_vocab(tok.vocab)
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +98,19 @@ def sst2_docs(sst2_file, tok):
 
 
 def _instances(docs, tok, mvocab, seed=1, **config):
+    """The recipe on one block, as `create_pretraining_data` runs it: the original's
+    `create_training_instances`, its final shuffle included."""
     docs = [list(d) for d in docs]
     cfg = recipe.RecipeConfig(**{"dupe_factor": 1, **config})
-    return recipe.create_instances(docs, random.Random(seed), cfg, mvocab, tok.cls_id, tok.sep_id)
+    rng = random.Random(seed)
+    instances = list(recipe.generate_instances(docs, rng, cfg, mvocab, tok.cls_id, tok.sep_id))
+    rng.shuffle(instances)
+    return instances
+
+
+def _segment_ids(inst):
+    """0 for [CLS] A [SEP], 1 for B [SEP]."""
+    return [0] * (inst.len_a + 2) + [1] * (len(inst.input_ids) - inst.len_a - 2)
 
 
 # ------------------------------------------------------------ statistics
@@ -158,7 +172,7 @@ def _to_features(instances, max_seq_length=L, max_predictions=P):
         n, k = len(inst.input_ids), len(inst.masked_lm_positions)
         f["input_ids"].append(inst.input_ids + [0] * (max_seq_length - n))
         f["input_mask"].append([1] * n + [0] * (max_seq_length - n))
-        f["segment_ids"].append(inst.segment_ids + [0] * (max_seq_length - n))
+        f["segment_ids"].append(_segment_ids(inst) + [0] * (max_seq_length - n))
         f["masked_lm_positions"].append(inst.masked_lm_positions + [0] * (max_predictions - k))
         f["masked_lm_ids"].append(inst.masked_lm_ids + [0] * (max_predictions - k))
         f["masked_lm_weights"].append([1.0] * k + [0.0] * (max_predictions - k))
@@ -169,7 +183,7 @@ def _to_features(instances, max_seq_length=L, max_predictions=P):
 def _assert_same_features(a, b):
     assert a.keys() == b.keys()
     for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        assert_equal(a[k], b[k], err_msg=k)
 
 
 # ------------------------------------------------------- exact equivalence
@@ -204,14 +218,14 @@ def test_instances_identical_to_original(corpus, config, request, tok, mvocab):
     assert len(mine) == len(theirs) > 1000
     for a, b in zip(mine, theirs, strict=True):
         assert a.input_ids == tok.convert_tokens_to_ids(b.tokens)
-        assert a.segment_ids == b.segment_ids
+        assert _segment_ids(a) == b.segment_ids
         assert a.masked_lm_positions == b.masked_lm_positions
         assert a.masked_lm_ids == tok.convert_tokens_to_ids(b.masked_lm_labels)
         assert a.is_random_next == b.is_random_next
 
 
-def test_masking_functions_identical_to_original(tok, mvocab, sst2_docs):
-    """`create_masked_lm_predictions` (strings) and `mask_tokens` (ids) = the original's."""
+def test_masking_identical_to_original(tok, mvocab, sst2_docs):
+    """`mask_tokens` on ids = the original's `create_masked_lm_predictions` on strings."""
     vocab_words = list(tok.vocab.keys())
     for i, doc in enumerate(sst2_docs[:300]):
         ids = [tok.cls_id, *doc[0], tok.sep_id, *[t for s in doc[1:] for t in s], tok.sep_id]
@@ -219,12 +233,8 @@ def test_masking_functions_identical_to_original(tok, mvocab, sst2_docs):
         tokens = tok.convert_ids_to_tokens(ids)
         wwm = i % 2 == 1
         ref = orig.create_masked_lm_predictions(tokens, 0.15, P, vocab_words, random.Random(i), wwm)
-        got = recipe.create_masked_lm_predictions(
-            tokens, 0.15, P, vocab_words, random.Random(i), do_whole_word_mask=wwm
-        )
-        assert got == ref
         masked, positions, labels = recipe.mask_tokens(
-            np.array(ids), random.Random(i), mvocab, 0.15, P, whole_word=wwm
+            ids, random.Random(i), mvocab, 0.15, P, whole_word=wwm
         )
         assert masked == tok.convert_tokens_to_ids(ref[0])
         assert positions == ref[1] and labels == tok.convert_tokens_to_ids(ref[2])
@@ -283,9 +293,9 @@ def test_whole_word_masking_masks_whole_words(sst2_docs, tok, mvocab):
     assert words_masked > 500  # Many multi-piece words were masked, always whole.
 
 
-def test_mask_tokens_with_numpy_generator(conll_docs, tok, mvocab):
-    """Dynamic masking: a numpy Generator gives the same distribution."""
-    gen = np.random.default_rng(0)
+def test_mask_tokens_statistics(conll_docs, tok, mvocab):
+    """Per sequence: the number to predict, sorted positions, 80/10/10, nothing else changed."""
+    gen = random.Random(0)
     counts = collections.Counter()
     for doc in conll_docs[:400]:
         ids = [tok.cls_id, *[t for s in doc for t in s][: L - 2], tok.sep_id]
@@ -334,7 +344,7 @@ def test_cli_one_block_reproduces_original(conll_file, vocab_file, tok, tmp_path
 def test_encoder_matches_tf_example(conll_docs, tok, mvocab, tmp_path):
     insts = _instances(conll_docs[:30], tok, mvocab, dupe_factor=1)
     path = str(tmp_path / "ref.tfrecord")
-    pretraining_records.write_tfrecord(path, _to_features(insts))
+    train_data.write_tfrecord(path, _to_features(insts))
     encoder = cpd.ExampleEncoder(L, P, tok.vocab_size)
     for inst, raw in zip(insts, tf.data.TFRecordDataset(path), strict=True):
         assert tf.train.Example.FromString(encoder.encode(inst)) == tf.train.Example.FromString(
@@ -451,3 +461,27 @@ def test_failed_run_leaves_no_output(conll_file, vocab_file, tmp_path):
         _run([conll_file, bad], outs, vocab_file, dupe_factor=1, docs_per_block=100)
     assert sorted(os.listdir(tmp_path)) == ["bad.txt", "x.tfrecord"]
     assert outs[0].read_bytes() == b"previous"
+
+
+def test_a_tfds_text_dataset_gives_the_examples_of_the_same_text_in_a_file(
+    shared_data, vocab_file, tmp_path
+):
+    """Wikipedia-like articles (real SQuAD paragraphs) served as TFDS
+    `wikipedia/20230601.en` and written as a BERT text file: the same TFRecords."""
+    import tensorflow_datasets as tfds
+
+    data = json.loads((shared_data / "squad" / "v1.1" / "dev-v1.1.json").read_text())
+    articles = ["\n".join(p["context"] for p in a["paragraphs"]) for a in data["data"][:12]]
+    _write_docs(tmp_path / "wiki.txt", [corpus.split_sentences(a) for a in articles])
+
+    def as_dataset(self, *args, **kwargs):
+        del self, args, kwargs
+        return tf.data.Dataset.from_tensor_slices({"text": articles, "title": ["t"] * 12})
+
+    from_file = _run([tmp_path / "wiki.txt"], [tmp_path / "file.tfrecord"], vocab_file)
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        from_tfds = _run(
+            ["tfds:wikipedia/20230601.en:train"], [tmp_path / "tfds.tfrecord"], vocab_file
+        )
+    assert from_tfds["examples"] == from_file["examples"] > 100
+    assert (tmp_path / "tfds.tfrecord").read_bytes() == (tmp_path / "file.tfrecord").read_bytes()

@@ -15,6 +15,8 @@ import tensorflow as tf
 from bert_jax.data import create_pretraining_data as cpd
 from bert_jax.data import pretraining_instances as recipe
 from bert_jax.data import pretraining_loader, pretraining_records
+from bert_jax.data.masking_vocab import MaskingVocab
+from tests.numerics import assert_equal
 
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
 SEED = 7
@@ -127,9 +129,9 @@ def test_dynamic_nsp_is_static_unmasked(runs, tok):
     static_files, static_counts = runs["static-nsp"]
     assert static_counts["examples"] == counts["examples"]
     for dyn, static in zip(_read(files), _read(static_files), strict=True):  # Same file split.
-        np.testing.assert_array_equal(dyn["input_ids"], _unmasked(static))
+        assert_equal(dyn["input_ids"], _unmasked(static))
         for k in ("input_mask", "segment_ids", "next_sentence_labels"):
-            np.testing.assert_array_equal(dyn[k], static[k], err_msg=k)
+            assert_equal(dyn[k], static[k], err_msg=k)
 
 
 class _Locator:
@@ -190,9 +192,9 @@ def test_static_sop_is_dynamic_masked(runs):
     assert pretraining_records.check_files(static_files, L, P) is False
     for dyn, static in zip(_read(runs["sop"][0]), _read(static_files), strict=True):
         assert (static["masked_lm_weights"].sum(1) >= 1).all()
-        np.testing.assert_array_equal(dyn["input_ids"], _unmasked(static))
+        assert_equal(dyn["input_ids"], _unmasked(static))
         for k in ("input_mask", "segment_ids", "next_sentence_labels"):
-            np.testing.assert_array_equal(dyn[k], static[k], err_msg=k)
+            assert_equal(dyn[k], static[k], err_msg=k)
 
 
 def test_full_sentences_packing(docs, tok):
@@ -233,10 +235,18 @@ def test_dynamic_none_records(runs, docs, tok):
     assert counts["random_next"] == 0 and n.mean() > 0.85 * L
     # One block: the recipe's instances with the block's rng (random_seed itself).
     config = recipe.RecipeConfig(objective="none", dupe_factor=1)
-    mvocab = recipe.MaskingVocab.from_vocab(tok.vocab)
-    insts = recipe.create_instances(
-        [list(d) for d in docs], random.Random(SEED), config, mvocab, tok.cls_id, tok.sep_id
+    rng = random.Random(SEED)
+    insts = list(
+        recipe.generate_instances(
+            [list(d) for d in docs],
+            rng,
+            config,
+            MaskingVocab.from_vocab(tok.vocab),
+            tok.cls_id,
+            tok.sep_id,
+        )
     )
+    rng.shuffle(insts)  # The block's final shuffle, as create_pretraining_data does.
     assert len(insts) == len(n)
     for j, f in enumerate(_read(files)):  # Round-robin over the two files.
         for inst, ids, mask in zip(insts[j::2], f["input_ids"], f["input_mask"], strict=True):
@@ -260,7 +270,7 @@ def test_loader_masks_dynamic_records(runs, tok, objective):
         max_seq_length=L,
         max_predictions=P,
         global_batch_size=8,
-        masking=pretraining_loader.MaskingSpec.from_tokenizer(tok),
+        masking_vocab=MaskingVocab.from_vocab(tok.vocab),
     )
     assert loader.dynamic
     it = iter(loader)

@@ -117,17 +117,18 @@ def test_malformed_row_names_file_and_line(tmp_path):
         glue.read_tsv(_write(tmp_path / "train.tsv", MALFORMED), "sst2", "train")
 
 
-def test_skip_mode_counts_malformed_rows(tmp_path):
+def test_skip_mode_counts_malformed_rows(tmp_path, caplog):
     path = _write(tmp_path / "train.tsv", MALFORMED)
     stats = glue.ReadStats()
-    examples = glue.read_tsv(path, "sst2", "train", on_error="skip", stats=stats)
+    with caplog.at_level("WARNING"):
+        examples = glue.read_tsv(path, "sst2", "train", on_bad_input="skip", stats=stats)
     assert [(e.guid, e.text_a, e.label) for e in examples] == [
         ("train-0", "fine .", "1"),
         ("train-4", "also fine .", "0"),  # guids count skipped rows too.
     ]
     assert (stats.rows, stats.examples, stats.skipped) == (5, 2, 3)
     assert [p.split(": ")[0].rsplit(":", 1)[1] for p in stats.problems] == ["3", "4", "5"]
-    assert "3 malformed rows skipped" in stats.summary()
+    assert "skipped 3 malformed rows of 5" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_not_utf8_row_is_malformed(tmp_path):
     path.write_bytes(b"sentence\tlabel\nok\t1\n\xff\xfe\t0\n")
     with pytest.raises(ValueError, match=r"dev\.tsv:3: not UTF-8"):
         glue.read_tsv(str(path), "sst2", "dev")
-    assert len(glue.read_tsv(str(path), "sst2", "dev", on_error="skip")) == 1
+    assert len(glue.read_tsv(str(path), "sst2", "dev", on_bad_input="skip")) == 1
 
 
 def test_empty_file_and_unknown_names(tmp_path):
@@ -166,9 +167,9 @@ def test_empty_file_and_unknown_names(tmp_path):
         glue.load_split("squad", "dev", str(tmp_path))
     with pytest.raises(ValueError, match="known: train, dev_matched, dev_mismatched"):
         glue.load_split("mnli", "dev", str(tmp_path))
-    with pytest.raises(ValueError, match="on_error"):
+    with pytest.raises(ValueError, match="on_bad_input must be 'fail' or 'skip', got 'warn'"):
         glue.read_tsv(
-            _write(tmp_path / "dev.tsv", "sentence\tlabel\n"), "sst2", "dev", on_error="warn"
+            _write(tmp_path / "dev.tsv", "sentence\tlabel\n"), "sst2", "dev", on_bad_input="warn"
         )
     assert glue.get_task("SST-2") is glue.get_task("sst_2") is glue.TASKS["sst2"]
 

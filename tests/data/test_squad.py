@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import squad
-from bert_jax.tasks import squad_eval
+from bert_jax.metrics import squad as squad_eval
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,14 @@ def tokenizer(shared_data):
     return BertTokenizer(str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt"), True)
 
 
+def _read(path, **kwargs):
+    """A SQuAD file as the fine-tuning task reads it: the JSON, then parsed."""
+    return squad.parse_squad(squad.load_json(path), path, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def dev(dev_path):
-    return squad.read_squad(dev_path)
+    return _read(dev_path)
 
 
 @pytest.fixture(scope="module")
@@ -222,16 +227,17 @@ def test_bad_answers_reported_counted_and_skipped(tmp_path, caplog):
         tmp_path / "bad.json", [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]
     )
     with pytest.raises(ValueError, match=r"bad\.json: 2 answers .*shifted, none"):
-        squad.read_squad(path)
+        _read(path)
     with caplog.at_level("WARNING"):
-        examples, stats = squad.read_squad(path, on_error="skip")
+        examples, stats = _read(path, on_bad_input="skip")
     assert [e.qas_id for e in examples] == ["ok", "second_off"]
     assert stats["bad_answers"] == stats["skipped"] == 2
     assert stats["bad_answer_ids"] == ["shifted", "none"]
     assert "question shifted: answer 'fox' is not at answer_start 15" in caplog.text
     assert f"{path}: question none: no answer" in caplog.text
-    with pytest.raises(ValueError, match="on_error"):
-        squad.read_squad(path, on_error="ignore")
+    assert f"{path}: skipped 2 of 4 questions" in caplog.text
+    with pytest.raises(ValueError, match="on_bad_input must be 'fail' or 'skip'"):
+        _read(path, on_bad_input="ignore")
 
 
 def _tfds_records(dataset_json, version):
@@ -261,8 +267,7 @@ def _tfds_records(dataset_json, version):
 
 
 def test_tfds_records_rebuild_the_official_json(dev_path):
-    with open(dev_path, encoding="utf-8") as f:
-        dev_json = json.load(f)
+    dev_json = squad.load_json(dev_path)
     assert squad.from_tfds_records(_tfds_records(dev_json, "1.1"), "1.1") == dev_json
     # v2.0: every third question impossible, its answers kept as plausible ones.
     v2 = {"version": "v2.0", "data": dev_json["data"][:3]}
@@ -281,13 +286,13 @@ def test_version_2_detection(tmp_path):
     qa = {"id": "a", "question": "Who won?", "answers": [{"text": "Denver", "answer_start": 0}]}
     impossible = {"id": "b", "question": "Who lost?", "answers": [], "is_impossible": True}
     paragraphs = [{"context": context, "qas": [qa, impossible]}]
-    examples, stats = squad.read_squad(_write(tmp_path / "v2.json", [{"paragraphs": paragraphs}]))
+    examples, stats = _read(_write(tmp_path / "v2.json", [{"paragraphs": paragraphs}]))
     assert stats["version"] == "2.0" and stats["impossible"] == 1
     assert [e.is_impossible for e in examples] == [False, True]
     # By the version string alone; there, a question without answers is impossible.
     no_flag = {k: v for k, v in impossible.items() if k != "is_impossible"}
     paragraphs = [{"context": context, "qas": [qa, no_flag]}]
-    examples, stats = squad.read_squad(
+    examples, stats = _read(
         _write(tmp_path / "v2b.json", [{"paragraphs": paragraphs}], version="v2.0")
     )
     assert stats["version"] == "2.0" and [e.is_impossible for e in examples] == [False, True]
@@ -416,8 +421,7 @@ def test_round_trip_gold_logits_on_real_dev(dev, dev_path, train_features):
     end[rows, a["end_positions"]] = 10.0
     predictions, null_odds, nbest = squad.postprocess(examples, features, start, end)
     assert null_odds == {} and len(predictions) == len(nbest) == 10570
-    with open(dev_path, encoding="utf-8") as f:
-        result = squad_eval.evaluate(json.load(f), predictions)
+    result = squad_eval.evaluate(squad.load_json(dev_path), predictions)
     assert result["exact_match"] >= 99.0
     assert result == pytest.approx({"exact_match": 99.6972563859981, "f1": 99.75187215163007})
     assert predictions["56be4db0acb8001400a502f0"] == "golden"

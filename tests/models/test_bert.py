@@ -16,6 +16,7 @@ from bert_jax.models.heads import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
+from tests.numerics import assert_close, assert_equal
 
 CFG = config_for_size("tiny", vocab_size=97, max_position_embeddings=64)
 
@@ -47,9 +48,9 @@ def test_outputs_and_shapes():
     assert out["pooled_output"].shape == (3, 128)
     assert len(out["attentions"]) == 2 and out["attentions"][0].shape == (3, 2, 12, 12)
     assert len(out["hidden_states"]) == 3
-    np.testing.assert_allclose(out["hidden_states"][-1], out["sequence_output"])
+    assert_close(out["hidden_states"][-1], out["sequence_output"])
     probs = np.asarray(out["attentions"][1])
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert_close(probs.sum(-1), 1.0, rtol=1e-5)
     assert np.all(probs[2, :, :, 3:] == 0.0), "padded keys must get zero attention"
 
 
@@ -59,7 +60,7 @@ def test_padding_does_not_change_real_positions():
     params = _init(model, ids)
     full = model.apply({"params": params}, ids, types, mask)["sequence_output"]
     short = model.apply({"params": params}, ids[2:, :3], types[2:, :3], mask[2:, :3])
-    np.testing.assert_allclose(full[2, :3], short["sequence_output"][0], atol=1e-5)
+    assert_close(full[2, :3], short["sequence_output"][0], atol=1e-5)
 
 
 def test_fused_and_explicit_attention_agree():
@@ -70,7 +71,7 @@ def test_fused_and_explicit_attention_agree():
     params = _init(model, ids)
     a = model.apply({"params": params}, ids, types, mask)["sequence_output"]
     b = model.apply({"params": params}, ids, types, mask, output_attentions=True)
-    np.testing.assert_allclose(a, b["sequence_output"], atol=1e-5)
+    assert_close(a, b["sequence_output"], atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["none", "full", "save_dots"])
@@ -89,15 +90,15 @@ def test_scan_and_remat_give_identical_outputs_and_grads(policy):
 
     (la, oa), ga = jax.value_and_grad(loss, has_aux=True)(params, loop)
     (lb, ob), gb = jax.value_and_grad(loss, has_aux=True)(sparams, scanned)
-    np.testing.assert_allclose(la, lb, rtol=1e-6)
+    assert_close(la, lb, rtol=1e-6)
     for x, y in zip(oa["hidden_states"], ob["hidden_states"], strict=True):
-        np.testing.assert_allclose(x, y, atol=1e-6)
+        assert_close(x, y, atol=1e-6)
     ga = {**ga, "encoder": stack_layers(ga["encoder"], CFG.num_layers)}
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), ga, gb)
+    jax.tree.map(lambda x, y: assert_close(x, y, atol=1e-5), ga, gb)
     # remat alone (no scan) changes nothing either.
     remat = BertModel(dataclasses.replace(CFG, remat_policy=policy))
     lc, _ = loss(params, remat)
-    np.testing.assert_allclose(la, lc, rtol=1e-6)
+    assert_close(la, lc, rtol=1e-6)
 
 
 def test_bf16_compute_with_fp32_params():
@@ -110,7 +111,7 @@ def test_bf16_compute_with_fp32_params():
     assert out16["sequence_output"].dtype == jnp.bfloat16
     assert out16["attentions"][0].dtype == jnp.float32  # softmax in fp32
     assert out16["mlm_logits"].dtype == jnp.float32
-    np.testing.assert_allclose(
+    assert_close(
         np.asarray(out16["sequence_output"], np.float32), out32["sequence_output"], atol=0.1
     )
 
@@ -145,7 +146,7 @@ def test_heads():
     at = pre.apply({"params": params}, ids, types, mask, masked_positions=positions)
     assert full["mlm_logits"].shape == (3, 12, 97) and at["mlm_logits"].shape == (3, 2, 97)
     want = np.take_along_axis(np.asarray(full["mlm_logits"]), np.asarray(positions)[..., None], 1)
-    np.testing.assert_allclose(at["mlm_logits"], want, atol=1e-5)
+    assert_close(at["mlm_logits"], want, atol=1e-5)
     assert full["nsp_logits"].shape == (3, 2)
     assert "nsp" in params and "mlm" in params
     assert "nsp" not in _init(BertForPreTraining(CFG, nsp=False), ids)
@@ -162,7 +163,7 @@ def test_heads():
     mparams = _init(mc, choices)
     logits = mc.apply({"params": mparams}, choices, None, jnp.stack([mask, mask], 1))["logits"]
     assert logits.shape == (3, 2)
-    np.testing.assert_allclose(logits[:, 0], logits[:, 1], atol=1e-6)
+    assert_close(logits[:, 0], logits[:, 1], atol=1e-6)
 
 
 def test_dropout_only_when_training():
@@ -180,7 +181,7 @@ def test_dropout_only_when_training():
             rngs={"dropout": jax.random.key(seed)},
         )["logits"]
 
-    np.testing.assert_array_equal(run(True, 0), run(True, 1))
+    assert_equal(run(True, 0), run(True, 1))
     assert not np.allclose(run(False, 0), run(False, 1))
 
 

@@ -18,6 +18,7 @@ import pytest
 from bert_jax import train
 from bert_jax.predict import Predictor, glue_submission
 from configs import classify, glue, ner
+from tests.numerics import assert_close
 from tests.tasks.tiny_runs import run as _run
 from tests.tasks.tiny_runs import tiny as _tiny
 
@@ -68,7 +69,7 @@ def test_cut_batches_train_like_full_width_ones(shared_data, tmp_path):
         _run(c, tmp_path / str(bucket))
         rows = (tmp_path / str(bucket) / "metrics.jsonl").read_text().splitlines()
         losses[bucket] = [json.loads(r)["train/loss"] for r in rows if "train/loss" in r]
-    np.testing.assert_allclose(losses[8], losses[0], rtol=1e-5)
+    assert_close(losses[8], losses[0], rtol=1e-5)
 
 
 def test_classify_local_csv_from_real_imdb_reviews(shared_data, tmp_path):
@@ -95,6 +96,17 @@ def test_ner_conll_entity_f1(shared_data, tmp_path):
     c.data.data_dir = str(shared_data / "conll2003")
     metrics = _run(c, tmp_path)
     assert {"eval/f1", "eval/precision", "eval/recall", "eval/f1_PER"} <= set(metrics)
+    # predictions.txt (conlleval's input) holds the dev set, gold and predicted
+    # tags, and scores what eval/ reports.
+    from seqeval.metrics import f1_score
+
+    blocks = (tmp_path / "predictions.txt").read_text().split("\n\n")
+    sentences = [[line.split() for line in b.splitlines()] for b in blocks if b.strip()]
+    sentences = [s for s in sentences if s[0][0] != "-DOCSTART-"]
+    assert len(sentences) == 3250  # CoNLL-2003 valid
+    gold = [[w[3] for w in s] for s in sentences]
+    pred = [[w[4] for w in s] for s in sentences]
+    assert_close(f1_score(gold, pred), metrics["eval/f1"], atol=1e-9)
     text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday."
     out = subprocess.run(
         [sys.executable, "-m", "bert_jax.predict", f"--workdir={tmp_path}", f"--text={text}"],
@@ -146,7 +158,7 @@ def test_squad_predictions_match_the_official_evaluation(shared_data, tmp_path):
         [
             sys.executable,
             "-m",
-            "bert_jax.tasks.squad_eval",
+            "bert_jax.metrics.squad",
             str(squad_dir / "dev-v1.1.json"),
             str(tmp_path / "predictions.json"),
         ],
@@ -192,9 +204,19 @@ def test_multiple_choice_on_swag_layout(shared_data, tmp_path):
     c.data.data_dir = str(tmp_path)
     metrics = _run(c, tmp_path / "run")
     assert set(metrics) == {"eval/accuracy"} and 0.0 <= metrics["eval/accuracy"] <= 1.0
+    # The workdir predicts new items: one probability per ending.
+    item = {"context": rows[0][0], "endings": rows[0][2:6]}
+    (row,) = Predictor(str(tmp_path / "run"))([json.dumps(item)])
+    assert_close(sum(row["probabilities"]), 1.0, atol=1e-5)
+    assert row["choice"] == int(np.argmax(row["probabilities"]))
     with open(tmp_path / "bad.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, ["ctx", "", "a", "b", "c", "d", "7"]])
-    from bert_jax.tasks.multiple_choice import read_swag_csv
+        good = ["ctx", "", "a", "b", "c", "d", "1"]
+        csv.writer(f).writerows([header, ["ctx", "", "a", "b", "c", "d", "7"], good])
+    from bert_jax.data.glue import ReadStats
+    from bert_jax.data.swag import read_swag_csv
 
-    with pytest.raises(ValueError, match=r"bad.csv:2: label '7'"):
+    with pytest.raises(ValueError, match=r"bad.csv:2: label '7' is not in 0..3"):
         read_swag_csv(str(tmp_path / "bad.csv"))
+    stats = ReadStats()
+    kept = read_swag_csv(str(tmp_path / "bad.csv"), on_bad_input="skip", stats=stats)
+    assert [r["label"] for r in kept] == [1] and stats.skipped == 1

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from bert_jax.data import squad as squad_data
+from bert_jax.metrics import squad as squad_eval
 from bert_jax.predict import Predictor
-from bert_jax.tasks import squad_eval
 from configs import squad
 from tests.tasks import tiny_runs
 
@@ -34,7 +34,7 @@ def _v2_dev(shared_data, tmp_path):
 
 
 def _official(*args) -> dict:
-    """What the evaluation CLI (`python -m bert_jax.tasks.squad_eval`) prints, in-process."""
+    """What the evaluation CLI (`python -m bert_jax.metrics.squad`) prints, in-process."""
     return squad_eval.main([str(a) for a in args])
 
 
@@ -89,15 +89,18 @@ def test_tuned_threshold_scores_the_official_best_f1(shared_data, tmp_path):
     context = dataset["data"][0]["paragraphs"][0]["context"]
     item = json.dumps({"question": "Who won Super Bowl 50?", "context": context})
     predictor = Predictor(str(wd))
-    assert predictor.null_threshold == tuned
+    assert predictor.run_metrics["eval/null_score_diff_threshold"] == tuned
     (row,) = predictor([item])
     assert (row["answer"] == "") == (row["null_odds"] > tuned)
     if row["answer"]:
         assert context[row["start"] : row["end"]] == row["answer"]
+    # Without a tuned threshold the config's (1e9, above any null odds) applies.
     results = json.loads((wd / "results.json").read_text())
     del results["metrics"]["eval/null_score_diff_threshold"]
     (wd / "results.json").write_text(json.dumps(results))
-    assert Predictor(str(wd)).null_threshold == 1e9
+    (again,) = Predictor(str(wd))([item])
+    assert again["null_odds"] == row["null_odds"] and again["answer"]
+    assert context[again["start"] : again["end"]] == again["answer"]
 
 
 def test_tune_null_threshold_by_hand():

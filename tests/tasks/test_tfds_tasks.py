@@ -111,7 +111,7 @@ def test_classify_imdb_reviews_from_tfds(shared_data, tmp_path):
 
 def test_random_conll_and_hellaswag_records_are_rejected_by_name():
     """Random records have as many tags as tokens, or four endings, only by chance."""
-    from bert_jax.tasks import multiple_choice
+    from bert_jax.data import swag
     from bert_jax.tasks import ner as ner_task
 
     c = ner.get_config("tiny")
@@ -121,7 +121,7 @@ def test_random_conll_and_hellaswag_records_are_rejected_by_name():
         with pytest.raises(
             ValueError, match=r"TFDS hellaswag split 'train' record 0: \d+ endings, config num_"
         ):
-            multiple_choice.read_tfds("hellaswag", "train", 4)
+            swag.read_tfds("hellaswag", "train", 4)
 
 
 # ------------------------------------------------------------------ real records
@@ -209,7 +209,7 @@ def test_squad_tfds_answer_errors_name_the_dataset_and_split(dev_json, shared_da
         tfds.testing.mock_data(as_dataset_fn=_as_dataset({"train": records})),
         pytest.raises(ValueError, match=error),
     ):
-        SquadTask(c)
+        SquadTask(c).train_source(0, 1)  # the task reads no data until asked
 
 
 def test_multiple_choice_hellaswag_from_tfds(dev_json, shared_data, tmp_path):
@@ -239,10 +239,10 @@ def test_multiple_choice_hellaswag_from_tfds(dev_json, shared_data, tmp_path):
         metrics = tiny_runs.run(c, tmp_path)
     assert set(metrics) == {"eval/accuracy"}
     bad = [records[0] | {"label": 4}]
-    from bert_jax.tasks.multiple_choice import read_tfds
+    from bert_jax.data.swag import read_tfds
 
     with (
         tfds.testing.mock_data(as_dataset_fn=_as_dataset({"validation": bad})),
-        pytest.raises(ValueError, match=r"hellaswag split 'validation' record 0: label 4 is"),
+        pytest.raises(ValueError, match=r"hellaswag split 'validation' record 0: label '4' is not"),
     ):
         read_tfds("hellaswag", "validation", 4)

@@ -1,7 +1,7 @@
 """The official SQuAD v1.1 and v2.0 evaluations, re-implemented.
 
-    python -m bert_jax.tasks.squad_eval dev-v1.1.json predictions.json
-    python -m bert_jax.tasks.squad_eval dev-v2.0.json predictions.json \\
+    python -m bert_jax.metrics.squad dev-v1.1.json predictions.json
+    python -m bert_jax.metrics.squad dev-v2.0.json predictions.json \\
         --na-prob-file null_odds.json
 
 prints the JSON that the official `evaluate-v1.1.py` / `evaluate-v2.0.py`

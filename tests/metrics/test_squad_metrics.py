@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import squad
-from bert_jax.tasks import squad_eval
+from bert_jax.metrics import squad as squad_eval
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_gold_answers_score_100_on_real_dev(dev_json, dev_path, tmp_path):
     pred_path = tmp_path / "predictions.json"
     pred_path.write_text(json.dumps(predictions), encoding="utf-8")
     out = subprocess.run(
-        [sys.executable, "-m", "bert_jax.tasks.squad_eval", str(dev_path), str(pred_path)],
+        [sys.executable, "-m", "bert_jax.metrics.squad", str(dev_path), str(pred_path)],
         capture_output=True,
         text=True,
         check=True,
@@ -302,7 +302,7 @@ def test_v2_null_odds_from_postprocess(dev_json, tmp_path, shared_data):
     from bert_jax.data.tokenizer import BertTokenizer
 
     path, _, qids = _v2_file(dev_json, tmp_path)
-    examples, stats = squad.read_squad(str(path))
+    examples, stats = squad.parse_squad(squad.load_json(str(path)), str(path))
     assert stats["version"] == "2.0" and stats["impossible"] == 3
     tokenizer = BertTokenizer(str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt"))
     features = squad.make_features(examples, tokenizer, 48, 16, 16, is_training=True)

@@ -3,27 +3,62 @@
 Task configs start from `base_config()` and set what differs; the trainer
 reads nothing that is not declared here or in the task config, and the
 config is locked, so a misspelled `--config.key` fails naming the key.
+
+Model fields that come from `model.size` (or from `init_checkpoint`) are
+typed placeholders: None until set, and still overridable from the command
+line (`--config.model.hidden_dropout=0.0`), which a plain None field is not
+in ml_collections.
 """
 
+from __future__ import annotations
+
 import ml_collections
+from ml_collections import config_dict
 
 from bert_jax import optim
+from bert_jax.models.bert import SIZES
+
+# BertConfig fields a config may set on top of model.size, with their types.
+MODEL_FIELDS = {
+    "vocab_size": int,
+    "hidden_size": int,
+    "num_layers": int,
+    "num_heads": int,
+    "intermediate_size": int,
+    "hidden_act": str,
+    "max_position_embeddings": int,
+    "type_vocab_size": int,
+    "hidden_dropout": float,
+    "attention_dropout": float,
+    "initializer_range": float,
+    "layer_norm_eps": float,
+}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """'a=1,b=x,tiny' -> {a: 1, b: 'x', tiny: True} over `defaults`; unknown keys fail."""
     out = dict(defaults)
     for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
+        key, has_value, value = item.partition("=")
         if key not in out:
             raise ValueError(f"unknown config argument {key!r}; known: {sorted(out)}")
-        if not _:
+        if not has_value:
             out[key] = True
         elif isinstance(out[key], bool):
             out[key] = value.lower() in ("1", "true", "yes")
         else:
-            out[key] = type(out[key])(value)
+            try:
+                out[key] = type(out[key])(value)
+            except ValueError as e:
+                raise ValueError(f"config argument {key}={value!r}: {e}") from e
     return ml_collections.ConfigDict(out)
+
+
+def check_size(size: str, key: str = "model") -> str:
+    """`size` if it names a row of SIZES (or is empty); else a ValueError naming `key`."""
+    if size and size not in SIZES:
+        raise ValueError(f"config argument {key}={size!r}: choose one of {list(SIZES)}")
+    return size
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,19 +79,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.dcn_mesh_shape = (1, 1, 1)  # slices per axis, multi-slice TPU jobs
     c.init_checkpoint = ""  # any format bert_jax.pretrained.load reads
     c.max_seq_length = 128
-    # A size from bert_jax.models.bert.SIZES; a field left None comes from it.
+    # A size from bert_jax.models.bert.SIZES; a field left None comes from it
+    # (or from init_checkpoint). One placeholder per field: a shared one would
+    # tie the fields together.
     c.model = ml_collections.ConfigDict(
         dict(
             size="base",
-            vocab_size=None,
-            hidden_size=None,
-            num_layers=None,
-            num_heads=None,
-            intermediate_size=None,
-            hidden_act=None,
-            max_position_embeddings=None,
-            hidden_dropout=None,
-            attention_dropout=None,
+            **{k: config_dict.placeholder(t) for k, t in MODEL_FIELDS.items()},
             dtype="float32",
             param_dtype="float32",
             scan_layers=False,

@@ -1,0 +1,192 @@
+"""The rules that tie a workdir to one config, and the files that record it.
+
+* The step count: `num_train_steps` when set (as given on the command line,
+  never replaced); otherwise derived from `num_train_epochs` as the original
+  `run_classifier.py` does, int(N / batch * epochs). Either way it is logged.
+* A workdir that holds a run (a complete checkpoint or results.json) belongs
+  to the config stored in its config.json. Running it again with another
+  config is an error naming every differing key, before anything is written;
+  with `allow_changes` (`--allow_config_changes`) the keys in `SAFE_CHANGES`,
+  which do not change what is trained, may differ, and each change is
+  appended to config_changes.jsonl.
+* A finished workdir (its final checkpoint and results.json) run again with
+  the same config is not trained, evaluated or rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+from absl import logging
+from etils import epath
+
+from bert_jax.data import files
+
+# Keys that may change when a run resumes (with allow_changes): logging and
+# evaluation cadence, checkpoint retention, the mesh (checkpoints reshard on
+# restore), memory/speed settings with identical numerics, and where the same
+# data and initial checkpoint are found.
+SAFE_CHANGES = (
+    "log_every",
+    "eval_every",
+    "eval_batch_size",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "mesh_shape",
+    "dcn_mesh_shape",
+    "model.remat_policy",
+    "init_checkpoint",
+    "data.data_dir",
+    "data.train_files",
+    "data.eval_files",
+    "data.embedded_dir",
+    "data.vocab_file",
+)
+
+
+def resolve_steps(
+    config: ml_collections.ConfigDict, num_examples: int | None
+) -> ml_collections.ConfigDict:
+    """`config` with `num_train_steps` set: as given, or from the epochs.
+
+    Raises:
+      ValueError: neither is set, or epochs are asked of a data stream of
+        unknown length.
+    """
+    epochs = config.get("num_train_epochs")
+    if config.num_train_steps is not None:
+        if epochs:
+            logging.info(
+                "num_train_steps=%d as set; num_train_epochs=%s is not used",
+                config.num_train_steps,
+                epochs,
+            )
+        return config
+    if not epochs:
+        raise ValueError("set num_train_steps or num_train_epochs")
+    if num_examples is None:
+        raise ValueError(
+            f"num_train_epochs={epochs} needs the training set's size, which this "
+            "task's data stream does not know: set num_train_steps"
+        )
+    steps = max(int(num_examples / config.train_batch_size * epochs), 1)
+    logging.info(
+        "num_train_steps=%d from num_train_epochs=%s: int(%d examples / batch %d x epochs)",
+        steps,
+        epochs,
+        num_examples,
+        config.train_batch_size,
+    )
+    resolved = config.copy_and_resolve_references()
+    with resolved.unlocked():
+        resolved.num_train_steps = steps
+    resolved.lock()
+    return resolved
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": leaf}."""
+    if isinstance(d, dict):
+        return {key: v for k, sub in d.items() for key, v in _flat(sub, f"{prefix}{k}.").items()}
+    return {prefix[:-1]: d}
+
+
+def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as config.json stores it (tuples become lists, placeholders null)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def differences(stored: dict[str, Any], config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (stored value, new value) for every key that differs."""
+    a, b = _flat(stored), _flat(config)
+    missing = "<absent>"
+    return {
+        k: (a.get(k, missing), b.get(k, missing))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, missing) != b.get(k, missing)
+    }
+
+
+def holds_run(wd: epath.Path, latest_step: int | None) -> bool:
+    return latest_step is not None or (wd / "results.json").exists()
+
+
+def check_resume(
+    wd: epath.Path,
+    config: ml_collections.ConfigDict,
+    latest_step: int | None,
+    allow_changes: bool = False,
+) -> dict[str, tuple[Any, Any]]:
+    """The config changes a run in `wd` may make (empty for a fresh workdir).
+
+    Raises:
+      ValueError: the workdir holds a run of another config (every differing
+        key named with both values), or allowed changes outside SAFE_CHANGES.
+    """
+    path = wd / "config.json"
+    if not holds_run(wd, latest_step) or not path.exists():
+        return {}
+    diff = differences(json.loads(path.read_text()), as_json(config))
+    if not diff:
+        return {}
+    shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+    unsafe = [k for k in diff if k not in SAFE_CHANGES]
+    if not allow_changes:
+        raise ValueError(
+            f"workdir {wd} holds a run of another config ({shown}). Use a new workdir, or "
+            f"pass --allow_config_changes to resume with changes to {', '.join(SAFE_CHANGES)}"
+        )
+    if unsafe:
+        raise ValueError(
+            f"workdir {wd}: these config changes would change what is trained and cannot "
+            f"be made on resume: {', '.join(unsafe)} ({shown}); use a new workdir"
+        )
+    logging.warning("workdir %s resumes with config changes: %s", wd, shown)
+    return diff
+
+
+def finished_metrics(
+    wd: epath.Path, latest_step: int | None, num_train_steps: int
+) -> dict[str, float] | None:
+    """The final metrics of a finished run in `wd`, or None if it has work left."""
+    path = wd / "results.json"
+    if latest_step != num_train_steps or not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results["metrics"] if results.get("step") == num_train_steps else None
+
+
+def _write_atomic(path: epath.Path, text: str) -> None:
+    with files.atomic_write(os.fspath(path)) as f:
+        f.write(text.encode("utf-8"))
+
+
+def write(
+    wd: epath.Path,
+    config: ml_collections.ConfigDict,
+    changes: dict[str, tuple[Any, Any]],
+    step: int,
+) -> None:
+    """config.json (the resolved config), and the changes made at `step` if any."""
+    _write_atomic(wd / "config.json", json.dumps(as_json(config), indent=2))
+    if changes:
+        row = {"step": step, "changes": {k: list(v) for k, v in changes.items()}}
+        with (wd / "config_changes.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def write_results(
+    wd: epath.Path, step: int, metrics: dict[str, float], config: ml_collections.ConfigDict
+) -> None:
+    """results.json: the final metrics, step, init checkpoint and config (atomically:
+    its presence marks the run finished)."""
+    results = {
+        "step": step,
+        "metrics": metrics,
+        "init_checkpoint": config.init_checkpoint,
+        "config": as_json(config),
+    }
+    _write_atomic(wd / "results.json", json.dumps(results, indent=2))
