@@ -1,11 +1,17 @@
-"""Model FLOPs of a training step and the peak FLOP/s of a chip: the one formula
-behind `perf/mfu` (and the benchmarks).
+"""Model FLOPs of a step and the peak FLOP/s of a chip: the one formula behind
+`perf/mfu` in the trainer and `mfu` in `bert_jax.bench` / `bert_jax.aot`.
 
-Formula (REFERENCES.md, "Throughput anchors"): training = 3 x forward;
-forward per sequence of s tokens = layers x (24 s d^2 + 4 s^2 d) for a 4d
-feed-forward (generally 2 s (4 d^2 + 2 d f) + 4 s^2 d per layer), plus the
-MLM head at its p predicted positions, p x (2 d^2 + 2 d V). Embedding
-lookups, LayerNorm, softmax and small heads are left out, as in that formula.
+Formula (REFERENCES.md, "Throughput anchors"): a training step is 3 x the
+forward pass. The forward pass of a sequence of s real tokens is, per layer,
+2 s (4 d^2 + 2 d f) + 4 s^2 d (the projections and feed-forward, then the
+attention scores and their weighted sum); with f = 4d that is the anchor's
+24 s d^2 + 4 s^2 d. The MLM head adds p (2 d^2 + 2 d V) for its p predicted
+positions (logits are computed only there). Embedding lookups, LayerNorm,
+softmax and the small heads are left out, as in the anchor.
+
+Tokens are counted on real tokens (the attention mask), so padding and the
+length buckets of fine-tuning batches add nothing: a batch's cost depends on
+the sum of its rows' lengths and the sum of their squares (`token_counts`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 # Peak dense bf16 TFLOP/s per chip (REFERENCES.md, "Throughput anchors"), keyed
 # by a lower-case substring of `jax.Device.device_kind`. Longer keys first.
@@ -41,25 +48,38 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
     return None
 
 
-def encoder_train_flops(config, seq_len: int, predictions: int = 0) -> float:
-    """Training FLOPs of one sequence of `seq_len` with `predictions` MLM positions."""
-    s, d, f = seq_len, config.hidden_size, config.intermediate_size
-    layer = 2 * s * (4 * d * d + 2 * d * f) + 4 * s * s * d
-    mlm = predictions * (2 * d * d + 2 * d * config.vocab_size)
-    return 3.0 * (config.num_layers * layer + mlm)
+def token_counts(inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Real tokens, the sum of squared row lengths, and MLM predictions of a batch.
 
-
-def batch_cost(config, inputs: Mapping[str, Any]) -> tuple[int, float]:
-    """(tokens, training FLOPs) of one batch of model inputs, from their shapes.
-
-    `inputs` are the model's keyword inputs (`Task.model_inputs`):
-    `input_ids` (..., L) gives the encoder rows (B, or B x choices for
-    multiple choice) and their width L; `masked_positions` (B, P), where
-    present, the MLM predictions.
+    Works on numpy or jax arrays, inside jit too. `inputs` are the model's
+    keyword inputs (`Task.model_inputs`): `input_ids` (..., L) gives the
+    encoder rows (B, or B x choices for multiple choice), `attention_mask`
+    their real tokens (all L without it), `masked_positions` (B, P) the MLM
+    positions computed.
     """
-    shape = inputs["input_ids"].shape
-    rows, width = math.prod(shape[:-1]), shape[-1]
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = jnp.ones_like(ids)
+    lengths = jnp.sum(jnp.asarray(mask).reshape(-1, ids.shape[-1]) > 0, axis=-1)
+    lengths = lengths.astype(jnp.float32)
     masked = inputs.get("masked_positions")
-    predictions = math.prod(masked.shape) if masked is not None else 0
-    flops = rows * encoder_train_flops(config, width) + encoder_train_flops(config, 0, predictions)
-    return rows * width, flops
+    return {
+        "tokens": jnp.sum(lengths),
+        "tokens_sq": jnp.sum(lengths * lengths),
+        "predictions": jnp.float32(math.prod(masked.shape) if masked is not None else 0),
+    }
+
+
+def forward_flops(config, tokens: float, tokens_sq: float, predictions: float = 0.0) -> float:
+    """Forward FLOPs of rows whose real lengths sum to `tokens` (squares: `tokens_sq`)."""
+    d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    layer = 2 * tokens * (4 * d * d + 2 * d * f) + 4 * tokens_sq * d
+    return config.num_layers * layer + predictions * (2 * d * d + 2 * d * v)
+
+
+def train_flops(config, counts: Mapping[str, float]) -> float:
+    """Training FLOPs (3 x forward) of a batch with these `token_counts`."""
+    return 3.0 * forward_flops(
+        config, float(counts["tokens"]), float(counts["tokens_sq"]), float(counts["predictions"])
+    )

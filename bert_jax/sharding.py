@@ -52,6 +52,11 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+def axis_rules():
+    """The context that maps logical names to mesh axes by `LOGICAL_RULES` (flax)."""
+    return nn.logical_axis_rules(LOGICAL_RULES)
+
+
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int, key: str = "mesh_shape"):
     """Fill one -1 entry so the product equals `num_devices`; validate."""
     shape = list(shape)

@@ -46,6 +46,19 @@ class TrainState(struct.PyTreeNode):
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str, mesh, model) -> None:
+    check_config(config, mesh, model)
+    wd = epath.Path(workdir)
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+        probe = wd / f".write_probe_{jax.process_index()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"workdir {workdir} is not writable ({e})") from e
+
+
+def check_config(config: ml_collections.ConfigDict, mesh, model) -> None:
+    """Batch, accumulation, tensor-parallel and length settings against the mesh and model."""
     dp = sharding.data_parallel_size(mesh)
     for key in ("train_batch_size", "eval_batch_size"):
         if config[key] % dp:
@@ -75,14 +88,6 @@ def validate(config: ml_collections.ConfigDict, workdir: str, mesh, model) -> No
             f"max_seq_length={config.max_seq_length} exceeds the model's "
             f"max_position_embeddings={mc.max_position_embeddings}"
         )
-    wd = epath.Path(workdir)
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        probe = wd / f".write_probe_{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"workdir {workdir} is not writable ({e})") from e
 
 
 def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
@@ -173,9 +178,35 @@ def train_step(state: TrainState, batch, *, model, task, tx, schedule, accum: in
         "learning_rate": schedule(state.step),
         "grad_norm": optax.global_norm(grads),
         "param_norm": optax.global_norm(params),
+        # Real tokens etc., for perf/ metrics (flops.train_flops); not a train/ metric.
+        "cost": flops.token_counts(task.model_inputs(batch)),
     }
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new, metrics
+
+
+def jit_train_step(model, task, tx, schedule, accum: int, state_sh, batch_sh):
+    """`train_step` as the trainer runs it: sharded in and out, the state donated.
+
+    Also what `bert_jax.bench` times and `bert_jax.aot` compiles for a TPU slice.
+    """
+    return jax.jit(
+        functools.partial(
+            train_step, model=model, task=task, tx=tx, schedule=schedule, accum=accum
+        ),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, None),
+        donate_argnums=0,
+    )
+
+
+def jit_eval_step(model, task, state_sh, batch_sh):
+    """`eval_step` with replicated outputs: every host can read all of them (multi-host)."""
+    return jax.jit(
+        functools.partial(eval_step, model=model, task=task),
+        in_shardings=(state_sh.params, batch_sh),
+        out_shardings=NamedSharding(batch_sh.mesh, PartitionSpec()),
+    )
 
 
 def eval_step(params, batch, *, model, task):
@@ -222,15 +253,18 @@ def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.
     }
 
 
-def log_row(rows: list[dict], seconds: float, costs: list[tuple[int, float]]) -> dict:
-    """The train/ and perf/ metrics of the steps since the last log row."""
-    m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+def log_row(rows: list[dict], seconds: float, model_config) -> dict:
+    """The train/ and perf/ metrics of the steps since the last log row (host values
+    of `train_step`'s metrics). MFU counts real tokens (`bert_jax.flops`)."""
+    costs = [r["cost"] for r in rows]
+    m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "cost"}
     m["train/learning_rate"] = float(rows[-1]["learning_rate"])
     m["perf/steps_per_second"] = len(rows) / seconds
-    m["perf/tokens_per_second"] = sum(t for t, _ in costs) / seconds
+    m["perf/tokens_per_second"] = sum(float(c["tokens"]) for c in costs) / seconds
     peak = flops.peak_flops_per_device()
     if peak:
-        m["perf/mfu"] = sum(f for _, f in costs) / seconds / (peak * jax.device_count())
+        work = sum(flops.train_flops(model_config, c) for c in costs)
+        m["perf/mfu"] = work / seconds / (peak * jax.device_count())
     return m
 
 
@@ -281,7 +315,7 @@ def run(
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
 
-    with ckpt, mesh, nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    with ckpt, mesh, sharding.axis_rules():
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = jax.random.key(config.seed)
         dummy = task.model_inputs(task.dummy_batch())
@@ -306,25 +340,9 @@ def run(
         eval_sets = task.eval_sets(jax.process_index(), jax.process_count())
 
         # --- Compiled functions ------------------------------------------
-        step_fn = jax.jit(
-            functools.partial(
-                train_step,
-                model=model,
-                task=task,
-                tx=tx,
-                schedule=schedule,
-                accum=config.optimizer.grad_accum_steps,
-            ),
-            in_shardings=(state_sh, batch_sh),
-            out_shardings=(state_sh, None),
-            donate_argnums=0,
-        )
-        # Replicated outputs: every host can read all of them (multi-host).
-        eval_fn = jax.jit(
-            functools.partial(eval_step, model=model, task=task),
-            in_shardings=(state_sh.params, batch_sh),
-            out_shardings=NamedSharding(mesh, PartitionSpec()),
-        )
+        accum = config.optimizer.grad_accum_steps
+        step_fn = jit_train_step(model, task, tx, schedule, accum, state_sh, batch_sh)
+        eval_fn = jit_eval_step(model, task, state_sh, batch_sh)
 
         def run_eval(step) -> tuple[dict[str, float], dict[str, str]]:
             metrics, files = {}, {}
@@ -346,7 +364,7 @@ def run(
         first = step = int(state.step)
         last_metrics: dict[str, float] = {}
         it = iter(train_source)
-        t_log, pending, costs = time.time(), [], []
+        t_log, pending = time.time(), []
         stopped = False
         mc = model.config
         with (
@@ -360,10 +378,9 @@ def run(
                 state, metrics = step_fn(state, batch)
                 step += 1
                 pending.append(metrics)
-                costs.append(flops.batch_cost(mc, task.model_inputs(batch)))
                 if step % config.log_every == 0 or step == config.num_train_steps:
                     rows = jax.device_get(pending)
-                    m = log_row(rows, max(time.time() - t_log, 1e-9), costs)
+                    m = log_row(rows, max(time.time() - t_log, 1e-9), mc)
                     if not np.isfinite(m["train/loss"]):
                         # Nothing good comes after: stop rather than train on NaN.
                         raise FloatingPointError(
@@ -379,7 +396,7 @@ def run(
                             f"{m['perf/steps_per_second']:.2f} steps/s eta {eta:.0f}s",
                             flush=True,
                         )
-                    t_log, pending, costs = time.time(), [], []
+                    t_log, pending = time.time(), []
                 eval_metrics = None
                 # The final step's eval comes after the loop (it also writes files).
                 due = config.eval_every and step % config.eval_every == 0

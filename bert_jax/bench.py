@@ -1,0 +1,277 @@
+"""Time a bert_jax step, optionally side by side with HF transformers in PyTorch.
+
+    python -m bert_jax.bench --model=small --batch=32 --seq=128 --dtype=float32 \\
+        [--mode=train|infer] [--task=pretraining|classification] [--compare=hf-torch] \\
+        [--set=model.attention_dropout=0.0 ...] [--record=docs/results/cpu.jsonl --label=...]
+
+What is timed. Train mode: the trainer's own step (`train.jit_train_step`:
+forward, loss, gradients, clipping, AdamW, the state donated), compiled once,
+then `--steps` steps per round with `block_until_ready`; infer mode: the
+model's forward pass, jitted, deterministic. With `--compare=hf-torch` the
+same architecture, batch and optimizer in HF transformers (PyTorch, eager;
+`bert_jax.bench_hf`) runs in alternating rounds in the same process, each on
+all the cores the process may use (restrict both with `taskset`). Step times
+are medians over every timed step.
+
+Reported: step time, sequences/s, real tokens/s, compile seconds, peak
+memory (the device's allocator peak where it has one, else the compiled
+step's arguments + outputs + temporaries), and MFU = model FLOPs / (step
+time x peak FLOP/s). Model FLOPs: `bert_jax.flops` (the one formula, also
+behind the trainer's perf/mfu), on real tokens; inference counts 1/3 of a
+training step. Peak: the chip's bf16 peak from `flops.PEAK_TFLOPS`, or on a
+CPU this machine's measured matrix-multiply rate in the benchmark's dtype.
+
+The last stdout line is one JSON object (`step_time_s`, `tokens_per_s`,
+`mfu`, `compile_s`, `peak_memory_bytes`; with --compare `hf_step_time_s` and
+`ratio` = HF time / bert_jax time). `--record` appends it, with the command,
+machine and versions, to a JSON-lines file that `experiments/performance_doc.py`
+turns into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from bert_jax import bench_inputs, configs, flops, optim, records, sharding, tasks, train
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("model", "small", "A size of bert_jax.models.bert.SIZES.")
+    flags.DEFINE_integer("batch", 32, "Sequences per step.")
+    flags.DEFINE_integer("seq", 128, "Sequence length (classification: the cap).")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+    flags.DEFINE_enum("mode", "train", ["train", "infer"], "Training step or forward pass.")
+    flags.DEFINE_enum("task", "pretraining", ["pretraining", "classification"], "Head and loss.")
+    flags.DEFINE_integer("predictions", 20, "Masked positions per sequence (pretraining).")
+    flags.DEFINE_enum("compare", "", ["", "hf-torch"], "Also time HF transformers (PyTorch).")
+    flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
+    flags.DEFINE_integer("rounds", 3, "Alternating rounds (bert_jax, then HF).")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps before the first round.")
+    flags.DEFINE_string("text_file", "", "Classification: sentences (default: embedded corpus).")
+    flags.DEFINE_string("vocab_file", "", "Classification: vocab.txt for text_file.")
+    flags.DEFINE_multi_string("set", [], "Config overrides, key=value (e.g. model.scan_layers=1).")
+    flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
+    flags.DEFINE_string("label", "", "What this run measures (for --record).")
+
+
+# ----------------------------------------------------------------------------
+# Config, batch and the timed functions.
+# ----------------------------------------------------------------------------
+
+
+def _override(config, assignments) -> None:
+    for item in assignments:
+        key, _, text = item.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        node, *path = key.split(".")
+        target = config
+        for k in [node, *path][:-1]:
+            target = target[k]
+        target[key.split(".")[-1]] = value
+
+
+def build_config(task: str, model: str, batch: int, seq: int, dtype: str, predictions: int):
+    name = "pretrain.py" if task == "pretraining" else "glue.py"
+    arg = f"model={model}" if task == "pretraining" else f"task=sst2,model={model}"
+    c = configs.load(f"{configs.repository_config(name)}:{arg}")
+    c.max_seq_length, c.train_batch_size, c.eval_batch_size = seq, batch, batch
+    c.model.dtype = dtype
+    if task == "pretraining":
+        c.max_predictions_per_seq = predictions
+    c.num_train_steps = 1_000_000
+    c.optimizer.warmup_steps, c.optimizer.warmup_proportion = 10, 0.0
+    return c
+
+
+def measured_matmul_flops(dtype: str, n: int = 2048, repeats: int = 10, trials: int = 3) -> float:
+    """This machine's matrix-multiply FLOP/s on one device: the CPU peak MFU is taken
+    against. The best of `trials` medians, since a shared machine only ever slows it."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = 0.0
+    for _ in range(trials):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a, a).block_until_ready()
+            times.append(time.perf_counter() - t)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
+
+
+def _peak_memory(compiled) -> int:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+
+
+def jax_step(config, mode: str, local_batch):
+    """(run one step -> seconds, compile seconds, peak memory bytes, token counts)."""
+    task = tasks.get(config)
+    model = task.model()
+    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    batch_sh = sharding.batch_sharding(mesh)
+    with mesh, sharding.axis_rules():
+        rng = jax.random.key(config.seed)
+        dummy = task.model_inputs(task.dummy_batch())
+        _, state_sh = train.plan_state(model, tx, dummy, mesh, rng)
+        state = train.create_state(model, tx, dummy, state_sh, rng)
+        batch = train.global_batch(local_batch, batch_sh)
+        t = time.perf_counter()
+        if mode == "train":
+            fn = train.jit_train_step(
+                model, task, tx, schedule, config.optimizer.grad_accum_steps, state_sh, batch_sh
+            )
+        else:
+            fn = jax.jit(
+                lambda p, b: model.apply({"params": p}, **task.model_inputs(b), deterministic=True)
+            )
+        args = (state, batch) if mode == "train" else (state.params, batch)
+        compiled = fn.lower(*args).compile()
+        compile_s = time.perf_counter() - t
+    counts = jax.device_get(flops.token_counts(task.model_inputs(local_batch)))
+    box = {"state": state}
+
+    def step() -> float:
+        t = time.perf_counter()
+        if mode == "train":
+            box["state"], out = compiled(box["state"], batch)
+        else:
+            out = compiled(box["state"].params, batch)
+        jax.block_until_ready(out)
+        return time.perf_counter() - t
+
+    return step, compile_s, _peak_memory(compiled), counts, model.config
+
+
+def _timed(step, n: int) -> list[float]:
+    return [step() for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------
+# Main.
+# ----------------------------------------------------------------------------
+
+
+def run(argv_command: str) -> dict:
+    f = FLAGS
+    config = build_config(f.task, f.model, f.batch, f.seq, f.dtype, f.predictions)
+    _override(config, f.set)
+    if f.task == "pretraining":
+        vocab = config.model.vocab_size or 30522
+        local = bench_inputs.pretraining_batch(f.batch, f.seq, f.predictions, vocab)
+    else:
+        text, vocab_file = f.text_file, f.vocab_file
+        if not text:
+            text, vocab_file = bench_inputs.default_text("~/.cache/bert_jax")
+        bucket = config.data.length_bucket
+        local, vocab = bench_inputs.classification_batch(text, vocab_file, f.batch, f.seq, bucket)
+        config.data.vocab_file = vocab_file
+        config.model.vocab_size = vocab
+    device = jax.devices()[0]
+    peak, peak_source = flops.peak_flops_per_device(device), "table"
+    if peak is None:  # Measured before anything else runs (no thread pools spinning).
+        peak, peak_source = measured_matmul_flops(f.dtype), "measured matmul"
+    step, compile_s, memory, counts, model_config = jax_step(config, f.mode, local)
+    hf_step = None
+    if f.compare:
+        from bert_jax import bench_hf
+
+        threads = len(os.sched_getaffinity(0))
+        hf_step = bench_hf.make_step(
+            f.task, f.mode, model_config, config.optimizer, local, f.dtype, threads
+        )
+    for _ in range(f.warmup):
+        step()
+        if hf_step:
+            hf_step()
+    ours, theirs = [], []
+    for _ in range(f.rounds):
+        ours += _timed(step, f.steps)
+        if hf_step:
+            theirs += _timed(hf_step, f.steps)
+    step_s = statistics.median(ours)
+    work = flops.train_flops(model_config, counts) / (3 if f.mode == "infer" else 1)
+    result = {
+        "label": f.label,
+        "model": f.model,
+        "task": f.task,
+        "mode": f.mode,
+        "batch": f.batch,
+        "seq": int(local["input_ids"].shape[-1]),
+        "dtype": f.dtype,
+        "predictions": f.predictions if f.task == "pretraining" else 0,
+        "overrides": list(f.set),
+        "step_time_s": step_s,
+        "sequences_per_s": f.batch / step_s,
+        "tokens_per_s": float(counts["tokens"]) / step_s,
+        "real_tokens_per_step": float(counts["tokens"]),
+        "model_flops_per_step": work,
+        "achieved_flops": work / step_s,
+        "peak_flops": peak,
+        "peak_source": peak_source,
+        "mfu": work / step_s / peak,
+        "compile_s": compile_s,
+        "peak_memory_bytes": memory,
+        "device": device.device_kind,
+        "cores": len(os.sched_getaffinity(0)),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "command": argv_command,
+    }
+    if hf_step:
+        from bert_jax import bench_hf
+
+        result["hf_step_time_s"] = statistics.median(theirs)
+        result["ratio"] = result["hf_step_time_s"] / step_s
+        result |= bench_hf.versions()
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
+    r = run(command)
+    print(
+        f"{r['model']} {r['task']} {r['mode']} batch {r['batch']} x {r['seq']} {r['dtype']} "
+        f"on {r['device']} ({r['cores']} cores)"
+    )
+    print(
+        f"  bert_jax: {r['step_time_s'] * 1e3:.1f} ms/step, {r['sequences_per_s']:.1f} seq/s, "
+        f"{r['tokens_per_s']:.0f} tokens/s, MFU {r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} "
+        f"GFLOP/s ({r['peak_source']}), compile {r['compile_s']:.1f} s, "
+        f"memory {r['peak_memory_bytes'] / 2**20:.0f} MiB"
+    )
+    if "ratio" in r:
+        print(
+            f"  HF transformers (PyTorch {r['torch']}): {r['hf_step_time_s'] * 1e3:.1f} ms/step; "
+            f"bert_jax is {r['ratio']:.2f}x as fast"
+        )
+    if FLAGS.record:
+        records.append(FLAGS.record, r)
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

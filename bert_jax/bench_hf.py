@@ -1,0 +1,119 @@
+"""The reference `bert_jax.bench --compare=hf-torch` times: HF transformers in PyTorch.
+
+The same architecture (a `transformers.BertConfig` from the bert_jax one),
+the same batch (masked positions become MLM labels, -100 elsewhere, as HF
+takes them), the same optimizer settings (AdamW, BERT's betas and eps,
+weight decay, global-norm clipping) and the same thread count. Train mode:
+forward, backward, clip, AdamW step; infer mode: forward under
+`torch.inference_mode()`. bfloat16 runs under `torch.autocast`, as bert_jax
+computes in bf16 with fp32 parameters. HF's default attention (PyTorch SDPA)
+and eager mode: what users of HF get.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+
+def _hf_config(config, num_labels: int):
+    import transformers
+
+    act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.hidden_act]
+    return transformers.BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=act,
+        hidden_dropout_prob=config.hidden_dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        num_labels=num_labels,
+    )
+
+
+def _inputs(task: str, batch: Mapping[str, np.ndarray]) -> dict:
+    import torch
+
+    t = lambda a: torch.from_numpy(np.asarray(a, np.int64))  # noqa: E731
+    if task == "pretraining":
+        labels = np.full(batch["input_ids"].shape, -100, np.int64)
+        np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], -1)
+        return {
+            "input_ids": t(batch["input_ids"]),
+            "token_type_ids": t(batch["segment_ids"]),
+            "attention_mask": t(batch["input_mask"]),
+            "labels": t(labels),
+            "next_sentence_label": t(batch["next_sentence_labels"]),
+        }
+    return {
+        "input_ids": t(batch["input_ids"]),
+        "token_type_ids": t(batch["token_type_ids"]),
+        "attention_mask": t(batch["attention_mask"]),
+        "labels": t(batch["label"]),
+    }
+
+
+def make_step(
+    task: str, mode: str, config, optimizer, batch: Mapping[str, np.ndarray], dtype: str, threads
+) -> Callable[[], float]:
+    """A function that runs one HF step and returns its seconds."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    hf_config = _hf_config(config, num_labels=2)
+    cls = (
+        transformers.BertForPreTraining
+        if task == "pretraining"
+        else transformers.BertForSequenceClassification
+    )
+    model = cls(hf_config)
+    inputs = _inputs(task, batch)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    if mode == "infer":
+        model.eval()
+        inputs.pop("labels"), inputs.pop("next_sentence_label", None)
+
+        def infer() -> float:
+            t = time.perf_counter()
+            with torch.inference_mode(), autocast:
+                model(**inputs)
+            return time.perf_counter() - t
+
+        return infer
+    model.train()
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=optimizer.learning_rate,
+        betas=(optimizer.b1, optimizer.b2),
+        eps=optimizer.eps,
+        weight_decay=optimizer.weight_decay,
+    )
+
+    def train() -> float:
+        t = time.perf_counter()
+        with autocast:
+            loss = model(**inputs).loss
+        loss.backward()
+        if optimizer.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optimizer.grad_clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+    return train
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}

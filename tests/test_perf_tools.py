@@ -1,0 +1,105 @@
+"""The benchmark and the TPU compile check, run small: their numbers are the ones the
+formula and the compiler give (timings themselves are measured, not tested)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bert_jax import aot, flops
+from bert_jax.models.bert import config_for_size
+from tests.numerics import assert_close
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    cmd = [sys.executable, "-m", module, *args]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == expect, out.stdout[-2000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout
+
+
+def test_bench_side_by_side_reports_the_formula(tmp_path):
+    record = tmp_path / "bench.jsonl"
+    r, text = _run(
+        "bert_jax.bench", "--model=tiny", "--batch=4", "--seq=32", "--predictions=5",
+        "--steps=2", "--rounds=1", "--warmup=1", "--compare=hf-torch", f"--record={record}",
+        "--label=test", "--set=model.hidden_dropout=0.0",
+    )  # fmt: skip
+    assert "bert_jax is" in text and "as fast" in text
+    # Pretraining rows are full: 4 x 32 real tokens, 5 predictions each.
+    assert r["real_tokens_per_step"] == 128 and r["seq"] == 32
+    expected = flops.train_flops(
+        config_for_size("tiny", vocab_size=30522),
+        {"tokens": 128, "tokens_sq": 4 * 32**2, "predictions": 20},
+    )
+    assert_close(r["model_flops_per_step"], expected, rtol=1e-9)
+    assert_close(r["tokens_per_s"], 128 / r["step_time_s"], rtol=1e-9)
+    assert_close(r["mfu"], expected / r["step_time_s"] / r["peak_flops"], rtol=1e-9)
+    assert_close(r["ratio"], r["hf_step_time_s"] / r["step_time_s"], rtol=1e-9)
+    assert r["peak_source"] == "measured matmul" and r["peak_flops"] > 1e9
+    assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 1e6
+    assert r["overrides"] == ["model.hidden_dropout=0.0"]
+    (row,) = [json.loads(x) for x in record.read_text().splitlines()]
+    assert row["label"] == "test" and row["step_time_s"] == r["step_time_s"]
+    assert row["machine"]["cpu"] and row["command"].startswith("python -m bert_jax.bench")
+
+
+def test_bench_classification_inference_on_real_sentences(shared_data):
+    r, _ = _run(
+        "bert_jax.bench", "--model=tiny", "--task=classification", "--mode=infer",
+        "--batch=8", "--seq=128", "--steps=2", "--rounds=1", "--warmup=1",
+        f"--text_file={shared_data / 'glue/SST-2/dev.tsv'}",
+        f"--vocab_file={shared_data / 'vocab/bert-base-uncased/vocab.txt'}",
+    )  # fmt: skip
+    # Real SST-2 lengths: the batch is cut to its longest row, rounded up to 32.
+    assert r["seq"] in (32, 64, 96) and 8 * 5 < r["real_tokens_per_step"] < 8 * r["seq"]
+    assert r["mode"] == "infer" and r["task"] == "classification"
+
+
+def test_aot_compiles_tiny_for_a_v5p_slice(tmp_path):
+    record = tmp_path / "aot.jsonl"
+    r, text = _run(
+        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v5p-8",
+        f"--record={record}",
+    )  # fmt: skip
+    assert r["fits"] and "fits" in text
+    assert r["chips"] == 4 and r["device"] == "TPU v5" and r["mesh"]["data"] == 4
+    assert 0 < r["memory_total_bytes"] < r["hbm_bytes"] == 95 * 2**30
+    assert r["memory_argument_bytes"] > 0 and r["memory_temp_bytes"] > 0
+    # The analytical count and the compiler's agree within the formula's omissions.
+    assert 0.8 < r["compiled_flops_per_chip"] / r["analytical_flops_per_chip"] < 1.5
+    assert r["estimated_step_s"] > 0 and 0 < r["predicted_mfu"] < 1
+    assert_close(
+        r["predicted_mfu"],
+        r["analytical_flops_per_chip"] / r["estimated_step_s"] / 459e12,
+        rtol=1e-9,
+    )
+    assert json.loads(record.read_text())["slice"] == "v5p-8"
+
+
+def test_aot_says_what_does_not_fit():
+    r, text = _run(
+        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v5e-1",
+        "--config.train_batch_size=16384", "--config.max_seq_length=512",
+        "--config.max_predictions_per_seq=80", expect=1,
+    )  # fmt: skip
+    assert not r["fits"] and "DOES NOT FIT" in text
+    assert "Ran out of memory" in r["why"] or "RESOURCE_EXHAUSTED" in r["why"]
+
+
+def test_aot_names_the_known_slices_and_flags_scan_estimates():
+    with pytest.raises(ValueError, match=r"unknown TPU slice 'v5p-7'; known: v4-8, .*v6e-256"):
+        aot.compile_for_slice(None, "v5p-7")
+    assert aot.SLICES["v5p-8"].topology == "v5:2x2x1"  # 4 chips, 8 TensorCores
+    assert aot.SLICES["v5e-16"].topology == "v5e:4x4" and aot.SLICES["v6e-8"].topology == "v6e:2x4"
+    _, text = _run(
+        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v6e-4",
+        "--config.model.scan_layers=True",
+    )  # fmt: skip
+    assert "no time estimate: the compiler counts a scanned layer once" in text
