@@ -126,7 +126,7 @@ def compile_for_slice(config, slice_name: str) -> dict:
     }
     with mesh, sharding.axis_rules():
         dummy = task.model_inputs(dummy_batch)
-        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, jax.random.key(config.seed))
+        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, train.seed_key(config))
         step = train.jit_train_step(
             model, task, tx, schedule, config.optimizer.grad_accum_steps, state_sh, batch_sh
         )
@@ -169,6 +169,8 @@ def compile_for_slice(config, slice_name: str) -> dict:
         # XLA's cost analysis counts a while loop's body once (jax#18672): with
         # scanned layers neither its FLOPs nor its time estimate are the step's.
         estimate = None
+    elif estimate is not None and estimate <= 0:
+        estimate = None  # libtpu gives negative times for RngBitGenerator (rng_impl rbg)
     peak = flops.peak_flops_per_device(devices[0])
     report |= {
         "fits": total <= hbm,
@@ -226,7 +228,9 @@ def main(argv):
                 "  no time estimate: the compiler counts a scanned layer once "
                 "(compile with --config.model.scan_layers=False for it)"
             )
-        elif r["estimated_step_s"]:
+        elif not r["estimated_step_s"]:
+            print("  no time estimate: the compiler reports none usable for this step")
+        else:
             print(
                 f"  compiler's step estimate {r['estimated_step_s'] * 1e3:.1f} ms -> predicted "
                 f"MFU {r['predicted_mfu']:.1%} of {r['peak_flops'] / 1e12:.0f} TFLOP/s"

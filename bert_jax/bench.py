@@ -59,9 +59,18 @@ def _define_flags() -> None:
     flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
     flags.DEFINE_integer("rounds", 3, "Alternating rounds (bert_jax, then HF).")
     flags.DEFINE_integer("warmup", 2, "Untimed steps before the first round.")
+    flags.DEFINE_string(
+        "records", "", "Pretraining: take the batch from these TFRecords (packed or not)."
+    )
     flags.DEFINE_string("text_file", "", "Classification: sentences (default: embedded corpus).")
     flags.DEFINE_string("vocab_file", "", "Classification: vocab.txt for text_file.")
     flags.DEFINE_multi_string("set", [], "Config overrides, key=value (e.g. model.scan_layers=1).")
+    flags.DEFINE_multi_string(
+        "variant",
+        [],
+        "Also time name:key=value;key=value (overrides on top of --set), in alternating "
+        "rounds with the base config in the same process: before/after comparisons.",
+    )
     flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
     flags.DEFINE_string("label", "", "What this run measures (for --record).")
 
@@ -131,7 +140,7 @@ def jax_step(config, mode: str, local_batch):
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
     with mesh, sharding.axis_rules():
-        rng = jax.random.key(config.seed)
+        rng = train.seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
         _, state_sh = train.plan_state(model, tx, dummy, mesh, rng)
         state = train.create_state(model, tx, dummy, state_sh, rng)
@@ -172,104 +181,140 @@ def _timed(step, n: int) -> list[float]:
 # ----------------------------------------------------------------------------
 
 
-def run(argv_command: str) -> dict:
+def _inputs(config, f):
+    """The host batch for the flags' task, and the model vocabulary it needs."""
+    if f.task == "pretraining" and f.records:
+        k = config.data.examples_per_row
+        batch = bench_inputs.records_batch(
+            f.records, f.batch, f.seq, config.max_predictions_per_seq, k
+        )
+        return batch, config.model.vocab_size or 30522
+    if f.task == "pretraining":
+        vocab = config.model.vocab_size or 30522
+        return bench_inputs.pretraining_batch(f.batch, f.seq, f.predictions, vocab), vocab
+    text, vocab_file = f.text_file, f.vocab_file
+    if not text:
+        text, vocab_file = bench_inputs.default_text("~/.cache/bert_jax")
+    config.data.vocab_file = vocab_file
+    bucket = config.data.length_bucket
+    return bench_inputs.classification_batch(text, vocab_file, f.batch, f.seq, bucket)
+
+
+def _variants(assignments: list[str]) -> list[tuple[str, list[str]]]:
+    """`--variant=name:key=value;key=value` -> [(name, ["key=value", ...])], "base" first."""
+    out = [("base", [])]
+    for v in assignments:
+        name, _, rest = v.partition(":")
+        out.append((name, [a for a in rest.split(";") if a]))
+    return out
+
+
+def run(argv_command: str) -> list[dict]:
+    """One result per variant ("base" first); HF, when compared, runs once per round."""
     f = FLAGS
     config = build_config(f.task, f.model, f.batch, f.seq, f.dtype, f.predictions)
     _override(config, f.set)
-    if f.task == "pretraining":
-        vocab = config.model.vocab_size or 30522
-        local = bench_inputs.pretraining_batch(f.batch, f.seq, f.predictions, vocab)
-    else:
-        text, vocab_file = f.text_file, f.vocab_file
-        if not text:
-            text, vocab_file = bench_inputs.default_text("~/.cache/bert_jax")
-        bucket = config.data.length_bucket
-        local, vocab = bench_inputs.classification_batch(text, vocab_file, f.batch, f.seq, bucket)
-        config.data.vocab_file = vocab_file
-        config.model.vocab_size = vocab
+    local, vocab = _inputs(config, f)
+    config.model.vocab_size = vocab
     device = jax.devices()[0]
     peak, peak_source = flops.peak_flops_per_device(device), "table"
     if peak is None:  # Measured before anything else runs (no thread pools spinning).
         peak, peak_source = measured_matmul_flops(f.dtype), "measured matmul"
-    step, compile_s, memory, counts, model_config = jax_step(config, f.mode, local)
+    runs = []
+    for name, assignments in _variants(f.variant):
+        c = config.copy_and_resolve_references()
+        _override(c, assignments)
+        runs.append((name, assignments, *jax_step(c, f.mode, local)))
     hf_step = None
     if f.compare:
         from bert_jax import bench_hf
 
         threads = len(os.sched_getaffinity(0))
+        model_config = runs[0][-1]
         hf_step = bench_hf.make_step(
             f.task, f.mode, model_config, config.optimizer, local, f.dtype, threads
         )
+    steps = [r[2] for r in runs] + ([hf_step] if hf_step else [])
     for _ in range(f.warmup):
-        step()
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(f.rounds):  # Alternating: a slower minute slows every variant alike.
+        for i, step in enumerate(steps):
+            times[i] += _timed(step, f.steps)
+    results = []
+    for (name, assignments, _, compile_s, memory, counts, model_config), t in zip(
+        runs, times, strict=False
+    ):
+        step_s = statistics.median(t)
+        work = flops.train_flops(model_config, counts) / (3 if f.mode == "infer" else 1)
+        result = {
+            "label": f.label + ("" if name == "base" else f"/{name}"),
+            "variant": name,
+            "model": f.model,
+            "task": f.task,
+            "mode": f.mode,
+            "batch": f.batch,
+            "seq": int(local["input_ids"].shape[-1]),
+            "dtype": f.dtype,
+            "predictions": f.predictions if f.task == "pretraining" else 0,
+            "overrides": list(f.set) + assignments,
+            "step_time_s": step_s,
+            "sequences_per_s": f.batch / step_s,
+            "tokens_per_s": float(counts["tokens"]) / step_s,
+            "real_tokens_per_step": float(counts["tokens"]),
+            "model_flops_per_step": work,
+            "achieved_flops": work / step_s,
+            "peak_flops": peak,
+            "peak_source": peak_source,
+            "mfu": work / step_s / peak,
+            "compile_s": compile_s,
+            "peak_memory_bytes": memory,
+            "device": device.device_kind,
+            "cores": len(os.sched_getaffinity(0)),
+            "jax": jax.__version__,
+            "python": platform.python_version(),
+            "command": argv_command,
+        }
         if hf_step:
-            hf_step()
-    ours, theirs = [], []
-    for _ in range(f.rounds):
-        ours += _timed(step, f.steps)
-        if hf_step:
-            theirs += _timed(hf_step, f.steps)
-    step_s = statistics.median(ours)
-    work = flops.train_flops(model_config, counts) / (3 if f.mode == "infer" else 1)
-    result = {
-        "label": f.label,
-        "model": f.model,
-        "task": f.task,
-        "mode": f.mode,
-        "batch": f.batch,
-        "seq": int(local["input_ids"].shape[-1]),
-        "dtype": f.dtype,
-        "predictions": f.predictions if f.task == "pretraining" else 0,
-        "overrides": list(f.set),
-        "step_time_s": step_s,
-        "sequences_per_s": f.batch / step_s,
-        "tokens_per_s": float(counts["tokens"]) / step_s,
-        "real_tokens_per_step": float(counts["tokens"]),
-        "model_flops_per_step": work,
-        "achieved_flops": work / step_s,
-        "peak_flops": peak,
-        "peak_source": peak_source,
-        "mfu": work / step_s / peak,
-        "compile_s": compile_s,
-        "peak_memory_bytes": memory,
-        "device": device.device_kind,
-        "cores": len(os.sched_getaffinity(0)),
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "command": argv_command,
-    }
-    if hf_step:
-        from bert_jax import bench_hf
+            from bert_jax import bench_hf
 
-        result["hf_step_time_s"] = statistics.median(theirs)
-        result["ratio"] = result["hf_step_time_s"] / step_s
-        result |= bench_hf.versions()
-    return result
+            result["hf_step_time_s"] = statistics.median(times[-1])
+            result["ratio"] = result["hf_step_time_s"] / step_s
+            result |= bench_hf.versions()
+        results.append(result)
+    return results
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
-    r = run(command)
+    results = run(command)
+    r = results[0]
     print(
         f"{r['model']} {r['task']} {r['mode']} batch {r['batch']} x {r['seq']} {r['dtype']} "
         f"on {r['device']} ({r['cores']} cores)"
     )
-    print(
-        f"  bert_jax: {r['step_time_s'] * 1e3:.1f} ms/step, {r['sequences_per_s']:.1f} seq/s, "
-        f"{r['tokens_per_s']:.0f} tokens/s, MFU {r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} "
-        f"GFLOP/s ({r['peak_source']}), compile {r['compile_s']:.1f} s, "
-        f"memory {r['peak_memory_bytes'] / 2**20:.0f} MiB"
-    )
+    for r in results:
+        print(
+            f"  bert_jax {r['variant']}: {r['step_time_s'] * 1e3:.1f} ms/step, "
+            f"{r['sequences_per_s']:.1f} seq/s, {r['tokens_per_s']:.0f} tokens/s, MFU "
+            f"{r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} GFLOP/s ({r['peak_source']}), "
+            f"compile {r['compile_s']:.1f} s, memory {r['peak_memory_bytes'] / 2**20:.0f} MiB"
+        )
     if "ratio" in r:
         print(
             f"  HF transformers (PyTorch {r['torch']}): {r['hf_step_time_s'] * 1e3:.1f} ms/step; "
-            f"bert_jax is {r['ratio']:.2f}x as fast"
+            f"bert_jax is {results[0]['ratio']:.2f}x as fast"
         )
     if FLAGS.record:
-        records.append(FLAGS.record, r)
-    print(json.dumps(r))
+        for r in results:
+            records.append(FLAGS.record, r)
+    out = dict(results[0])
+    if len(results) > 1:
+        out["variants"] = results[1:]
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

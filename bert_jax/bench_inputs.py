@@ -52,6 +52,18 @@ def pretraining_batch(batch: int, seq: int, predictions: int, vocab_size: int, s
     }
 
 
+def records_batch(
+    patterns: str, batch: int, seq: int, predictions: int, examples_per_row: int = 0
+) -> dict[str, np.ndarray]:
+    """The first `batch` rows of pretraining TFRecords (real examples, packed or not)."""
+    from bert_jax.data import pretraining_records
+
+    rows = pretraining_records.read_tfrecords(patterns, seq, predictions, examples_per_row)
+    if len(rows["input_ids"]) < batch:
+        raise ValueError(f"{patterns}: {len(rows['input_ids'])} rows, fewer than batch {batch}")
+    return {k: v[:batch] for k, v in rows.items()}
+
+
 def sentences(text_file: str, limit: int = 20_000) -> list[str]:
     """Sentences of a text file: the `sentence` column of a TSV with that header
     (GLUE SST-2), else every non-empty line (BERT-format corpora)."""

@@ -31,7 +31,13 @@ import numpy as np
 from etils import epath
 
 from bert_jax import checkpoint_names as names
-from bert_jax.models.bert import BertConfig, BertModel, stack_layers, unstack_layers
+from bert_jax.models.bert import (
+    BertConfig,
+    BertModel,
+    pad_vocab,
+    stack_layers,
+    unstack_layers,
+)
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
@@ -308,10 +314,13 @@ def _check_vocab(d: epath.Path, config: BertConfig):
 
 
 def with_overrides(model: nn.Module, params: dict, overrides: dict[str, Any]):
-    """Apply BertConfig overrides (dtype, scan_layers, dropout, ...) to a loaded model."""
+    """Apply BertConfig overrides (dtype, scan_layers, vocab_pad_multiple, dropout, ...)
+    to a loaded model, converting the parameters' layout where it changes."""
     if not overrides:
         return model, params
     config = dataclasses.replace(model.config, **overrides)
+    if config.padded_vocab_size != model.config.padded_vocab_size:
+        params = pad_vocab(params, config.padded_vocab_size)
     if config.scan_layers != model.config.scan_layers:
         enc = params["encoder"] if isinstance(model, BertModel) else params["bert"]["encoder"]
         fn = stack_layers if config.scan_layers else unstack_layers

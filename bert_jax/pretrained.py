@@ -27,11 +27,14 @@ import numpy as np
 from bert_jax import checkpoint_formats as formats
 from bert_jax import checkpoint_names as names
 from bert_jax.checkpoint_formats import BERT_JAX_FILE, CheckpointError, detect_format
-from bert_jax.models.bert import BertConfig, BertModel, stack_layers, unstack_layers
+from bert_jax.models.bert import BertConfig, BertModel, pad_vocab, stack_layers, unstack_layers
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
 )
+
+# The layout files are written in: per-layer, vocab_size rows (any model loads them).
+CANONICAL = {"scan_layers": False, "vocab_pad_multiple": 1}
 
 # The format readers' error and detection are part of this module's API.
 __all__ = [
@@ -104,7 +107,9 @@ class LoadReport:
         return text
 
 
-def load_into(target: dict, path: str | os.PathLike) -> tuple[dict, LoadReport]:
+def load_into(
+    target: dict, path: str | os.PathLike, vocab_size: int | None = None
+) -> tuple[dict, LoadReport]:
     """Parameters for `target` (a model's params tree) from a checkpoint in any format.
 
     Layouts are converted both ways (per-layer `layer_i` <-> stacked `layers`,
@@ -125,6 +130,9 @@ def load_into(target: dict, path: str | os.PathLike) -> tuple[dict, LoadReport]:
         every parameter is expected to load), boxed or not; a task model's
         tree (`{"bert": ..., <head>: ...}`) or a bare `BertModel`'s.
       path: any directory `load` reads.
+      vocab_size: the target model's vocabulary; when it is the checkpoint's,
+        the vocabulary tensors take the target's padding rows
+        (`BertConfig.vocab_pad_multiple`), added as zeros or dropped.
 
     Returns:
       (params, report): params has the target's structure; loaded leaves are
@@ -138,10 +146,14 @@ def load_into(target: dict, path: str | os.PathLike) -> tuple[dict, LoadReport]:
     target = nn.meta.unbox(target)
     bare = "embeddings" in target
     want = _flat({"bert": target} if bare else target)
-    _, source = load(path)
+    model, source = load(path)
     if "embeddings" in source:  # a bare encoder checkpoint
         source = {"bert": source}
     target_bert = target if bare else target["bert"]
+    rows = target_bert["embeddings"]["word_embeddings"]["embedding"].shape[0]
+    if vocab_size == model.config.vocab_size and rows >= vocab_size:
+        # The same vocabulary with other padding rows (vocab_pad_multiple).
+        source = pad_vocab(source, rows)
     have = _flat({**source, "bert": _encoder_layout(source["bert"], target_bert)})
     problems, fresh, out = [], {}, {}
     for key in sorted(k for k in want if k[0] == "bert"):
@@ -233,7 +245,7 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
     """
     import orbax.checkpoint as ocp
 
-    model, params = formats.with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
+    model, params = formats.with_overrides(model, nn.meta.unbox(params), CANONICAL)
     d = Path(path).absolute()
     if d.exists():
         raise FileExistsError(f"{d} already exists")
@@ -298,7 +310,7 @@ def export_hf(
     """
     from safetensors.numpy import save_file
 
-    model, params = formats.with_overrides(model, nn.meta.unbox(params), {"scan_layers": False})
+    model, params = formats.with_overrides(model, nn.meta.unbox(params), CANONICAL)
     if isinstance(model, BertForPreTraining) and not model.nsp:
         raise CheckpointError("HF BertForPreTraining needs an NSP head; this model has none")
     bare = isinstance(model, BertModel)

@@ -104,6 +104,17 @@ def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------
 
 
+def seed_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The run's root PRNG key: parameter init, then (folded with the step) dropout.
+
+    `rng_impl` picks the generator (jax.random.key's impl): "threefry2x32"
+    (JAX's default), or "rbg"/"unsafe_rbg", which draw dropout masks with
+    XLA's RngBitGenerator, faster where threefry is slow (CPU; see
+    docs/performance.md).
+    """
+    return jax.random.key(config.seed, impl=config.get("rng_impl") or None)
+
+
 def _init_params(model, dummy, rng):
     return model.init({"params": rng}, **dummy)["params"]
 
@@ -141,12 +152,15 @@ def create_state(model, tx, dummy, shardings, rng) -> TrainState:
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def load_pretrained(state: TrainState, path: str, shardings: TrainState) -> TrainState:
+def load_pretrained(
+    state: TrainState, path: str, shardings: TrainState, model_config
+) -> TrainState:
     """`state` with its parameters from a checkpoint (`pretrained.load_into` rules).
 
     The optimizer state stays fresh: its moments are zeros whatever the params.
     """
-    params, report = pretrained.load_into(state.params, path)
+    vocab = model_config.vocab_size
+    params, report = pretrained.load_into(state.params, path, vocab_size=vocab)
     logging.info("%s", report.summary())
     return state.replace(params=jax.device_put(params, shardings.params))
 
@@ -317,7 +331,7 @@ def run(
 
     with ckpt, mesh, sharding.axis_rules():
         # --- State: restore, or fresh (+ pretrained weights) ------------
-        rng = jax.random.key(config.seed)
+        rng = seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
         abstract, state_sh = plan_state(model, tx, dummy, mesh, rng)
         if resumed is not None:
@@ -329,7 +343,7 @@ def run(
         else:
             state = create_state(model, tx, dummy, state_sh, rng)
             if config.init_checkpoint:
-                state = load_pretrained(state, config.init_checkpoint, state_sh)
+                state = load_pretrained(state, config.init_checkpoint, state_sh, model.config)
         finished = workdir_config.finished_metrics(wd, resumed, config.num_train_steps)
         if finished is not None:
             logging.info("%s finished at step %d: nothing to do", workdir, resumed)

@@ -2,8 +2,10 @@
 
 Arguments: `model=tiny|mini|small|medium|base|large` (default base; large
 for MLPerf; tiny for the laptop variant), `phase=1|2`,
-`recipe=bert|roberta|mlperf`, and `tiny` (or `runlocal`) for a laptop-sized
-run (data, batch and steps; an explicit `model=` is kept). Launch:
+`recipe=bert|roberta|mlperf`, `pack=K` (records packed up to K examples a
+row by `python -m bert_jax.data.pack_records`; the tiny variant packs its
+own), and `tiny` (or `runlocal`) for a laptop-sized run (data, batch and
+steps; an explicit `model=` is kept). Launch:
 
     # Data (original recipe, static masking), then phase 1 at length 128:
     python -m bert_jax.data.create_pretraining_data --input_file='corpus/*.txt' \
@@ -43,7 +45,7 @@ from bert_jax.configs import common
 
 
 def get_config(arg: str | None = None):
-    a = common.parse_arg(arg, model="", phase=1, recipe="bert", tiny=False, runlocal=False)
+    a = common.parse_arg(arg, model="", phase=1, recipe="bert", pack=0, tiny=False, runlocal=False)
     if a.recipe not in ("bert", "roberta", "mlperf"):
         raise ValueError(f"recipe={a.recipe!r}: choose bert, roberta or mlperf")
     if a.phase not in (1, 2):
@@ -67,6 +69,9 @@ def get_config(arg: str | None = None):
     c.data.vocab_file = ""  # needed for dynamic-masking records
     c.data.do_lower_case = True
     c.data.num_shards = 0  # 0: one data shard per process
+    # K > 0: records packed K examples a row at most (bert_jax.data.pack_records,
+    # a row with max_predictions_per_seq masked positions). Arg `pack=K`.
+    c.data.examples_per_row = 0
     c.data.shuffle_buffer = 10_000
     c.best_metric = "eval/mlm_accuracy"
     c.log_every = 100
@@ -91,6 +96,10 @@ def get_config(arg: str | None = None):
         c.optimizer.name, c.optimizer.warmup_steps = "lamb", 0
         c.num_train_steps = 10_000
         c.eval_every = c.checkpoint_every = 500
+    if a.pack:
+        if a.pack < 2:
+            raise ValueError(f"pack={a.pack}: packing puts 2 or more examples in a row")
+        c.data.examples_per_row = a.pack
     if laptop:
         # Offline: pretraining data built from the standard library's
         # docstrings (bert_jax/data/embedded_pretraining.py) unless set.

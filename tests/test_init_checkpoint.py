@@ -219,3 +219,33 @@ def test_init_checkpoint_pointing_at_nothing_fails_first(records_dir, shared_dat
 @pytest.fixture(scope="module")
 def records_dir(sources):
     return sources[1]
+
+
+def test_a_padded_vocabulary_loads_trains_and_exports_like_the_checkpoint(sources, tmp_path):
+    """vocab_pad_multiple=128: 30,522 rows become 30,592 in the model, and nothing else."""
+    paths, records = sources
+    losses = {}
+    for multiple in (1, 128):
+        c = _config(records, paths["hf"], scan=False)
+        c.model.vocab_pad_multiple = multiple
+        wd = tmp_path / f"pad{multiple}"
+        state, _ = train.run(c, str(wd), devices=jax.devices()[:1])
+        losses[multiple] = _first_loss(wd)
+        table = state.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+        assert table.shape == (30522 if multiple == 1 else 30592, 64)
+    assert_close(losses[128], losses[1], atol=1e-6)
+    # The padded workdir loads into an unpadded model (padding rows dropped) and
+    # exports as the original HF checkpoint.
+    model, params = pretrained.load(tmp_path / "pad128", vocab_pad_multiple=1)
+    _, original = pretrained.load(paths["hf"])
+    jax.tree.map(assert_equal, params, original)  # lr 0: the checkpoint's weights
+    padded_model, padded = pretrained.load(paths["hf"], vocab_pad_multiple=128)
+    out = pretrained.export_hf(padded_model, padded, tmp_path / "exported")
+    _, back = pretrained.load(out)
+    jax.tree.map(assert_equal, back, original)
+    # Without the target's vocabulary size, other rows are a shape mismatch, named.
+    target = _target(BertForPreTraining(padded_model.config))
+    with pytest.raises(pretrained.CheckpointError, match=r"\(30522, 64\) vs model \(30592, 64\)"):
+        pretrained.load_into(target, paths["hf"])
+    loaded, _ = pretrained.load_into(target, paths["hf"], vocab_size=30522)
+    assert loaded["mlm"]["bias"].shape == (30592,)

@@ -30,8 +30,9 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
         "bert_jax.bench", "--model=tiny", "--batch=4", "--seq=32", "--predictions=5",
         "--steps=2", "--rounds=1", "--warmup=1", "--compare=hf-torch", f"--record={record}",
         "--label=test", "--set=model.hidden_dropout=0.0",
+        "--variant=noattn:model.attention_dropout=0.0;model.scan_layers=True",
     )  # fmt: skip
-    assert "bert_jax is" in text and "as fast" in text
+    assert "bert_jax is" in text and "as fast" in text and "bert_jax base:" in text
     # Pretraining rows are full: 4 x 32 real tokens, 5 predictions each.
     assert r["real_tokens_per_step"] == 128 and r["seq"] == 32
     expected = flops.train_flops(
@@ -45,9 +46,19 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
     assert r["peak_source"] == "measured matmul" and r["peak_flops"] > 1e9
     assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 1e6
     assert r["overrides"] == ["model.hidden_dropout=0.0"]
-    (row,) = [json.loads(x) for x in record.read_text().splitlines()]
-    assert row["label"] == "test" and row["step_time_s"] == r["step_time_s"]
-    assert row["machine"]["cpu"] and row["command"].startswith("python -m bert_jax.bench")
+    # A variant: timed in the same rounds, its overrides on top of --set.
+    (v,) = r["variants"]
+    assert v["variant"] == "noattn" and v["label"] == "test/noattn"
+    assert v["overrides"] == [
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+        "model.scan_layers=True",
+    ]
+    assert v["model_flops_per_step"] == r["model_flops_per_step"] and v["step_time_s"] > 0
+    rows = [json.loads(x) for x in record.read_text().splitlines()]
+    assert [x["label"] for x in rows] == ["test", "test/noattn"]
+    assert rows[0]["step_time_s"] == r["step_time_s"]
+    assert rows[0]["machine"]["cpu"] and rows[0]["command"].startswith("python -m bert_jax.bench")
 
 
 def test_bench_classification_inference_on_real_sentences(shared_data):

@@ -49,6 +49,7 @@ def test_every_model_field_and_the_step_count_override_from_the_command_line():
     values = {int: 3, float: 0.25, str: "relu"}
     fields = {k: values[t] for k, t in common.MODEL_FIELDS.items()}
     fields["hidden_size"], fields["num_heads"], fields["intermediate_size"] = 48, 3, 96
+    fields["attention_impl"] = "xla"  # one of its allowed values
     argv = [f"--config={REPO / 'configs/glue.py'}:task=sst2,model=tiny"]
     argv += [f"--config.model.{k}={v}" for k, v in fields.items()]
     argv += ["--config.num_train_steps=2"]

@@ -32,6 +32,8 @@ MODEL_FIELDS = {
     "attention_dropout": float,
     "initializer_range": float,
     "layer_norm_eps": float,
+    "vocab_pad_multiple": int,
+    "attention_impl": str,
 }
 
 
@@ -65,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = ""
     c.seed = 0
+    # PRNG of parameter init and dropout: "threefry2x32" (JAX's default), "rbg" or
+    # "unsafe_rbg" (XLA's RngBitGenerator; faster dropout masks on CPU).
+    c.rng_impl = "threefry2x32"
     c.num_train_steps = 1000
     c.train_batch_size = 32  # global, over all hosts and devices
     c.eval_batch_size = 32

@@ -30,19 +30,50 @@ def prepare(
     dupe_factor: int = 5,
     vocab_size: int = VOCAB_SIZE,
     verbose: bool = True,
+    examples_per_row: int = 0,
 ) -> dict[str, Path]:
-    """Corpus -> vocabulary -> TFRecords in `out_dir`; returns the paths by name."""
-    from bert_jax.data import build_vocab, corpus, embedded_corpus
-    from bert_jax.data import create_pretraining_data as cpd
-    from bert_jax.data.pretraining_instances import RecipeConfig
+    """Corpus -> vocabulary -> TFRecords in `out_dir`; returns the paths by name.
 
+    With `examples_per_row` = K > 0 the records are also packed
+    (`bert_jax.data.pack_records`, `max_predictions` predictions a row)
+    and `train_tfrecord`/`eval_tfrecord` name the packed files.
+    """
     d = (
         Path(out_dir)
         / f"embedded-v{vocab_size}-s{max_seq_length}-p{max_predictions}-d{dupe_factor}"
     )
     paths = {f.replace(".", "_"): d / f for f in FILES}
-    if all(p.exists() for p in paths.values()):
-        return paths
+    if not all(p.exists() for p in paths.values()):
+        _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose)
+    if examples_per_row:
+        paths |= _packed(paths, max_seq_length, max_predictions, examples_per_row, verbose)
+    return paths
+
+
+def _packed(paths, max_seq_length, max_predictions, examples_per_row, verbose) -> dict:
+    """Packed copies of the train and eval records (built once)."""
+    from bert_jax.data import pack_records
+
+    out = {}
+    for split in ("train", "eval"):
+        src = paths[f"{split}_tfrecord"]
+        dst = src.with_name(f"{split}-packed{examples_per_row}.tfrecord")
+        if not dst.exists():
+            stats = pack_records.run(
+                [str(src)], [str(dst)], max_seq_length, max_predictions, examples_per_row
+            )
+            before, after = stats.efficiency(max_seq_length)
+            if verbose:
+                print(f"{split} packed: {stats.rows} rows, efficiency {before:.1%} -> {after:.1%}")
+        out[f"{split}_tfrecord"] = dst
+    return out
+
+
+def _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose) -> None:
+    from bert_jax.data import build_vocab, corpus, embedded_corpus
+    from bert_jax.data import create_pretraining_data as cpd
+    from bert_jax.data.pretraining_instances import RecipeConfig
+
     say = print if verbose else (lambda *a, **k: None)
     d.mkdir(parents=True, exist_ok=True)
     t = time.time()
@@ -73,7 +104,6 @@ def prepare(
             num_workers=1,
         )
         say(f"{split} examples: {counts['examples']}")
-    return paths
 
 
 def vocab_size(paths: dict[str, Path]) -> int:

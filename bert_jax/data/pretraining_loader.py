@@ -134,6 +134,9 @@ class PretrainingLoader:
 
     Dynamic masking (`mask_batch`) takes `masking_vocab` (required for such
     records), `masked_lm_prob` and `whole_word`; static records ignore them.
+    Packed records (`examples_per_row` > 0, `bert_jax.data.pack_records`)
+    carry their packing features through; dynamic masking then draws a row's
+    predictions over all its examples (max_predictions is the row's).
     """
 
     # A stream: epochs are not counted in examples (pretraining counts steps).
@@ -154,8 +157,10 @@ class PretrainingLoader:
         masking_vocab: MaskingVocab | None = None,
         masked_lm_prob: float = 0.15,
         whole_word: bool = False,
+        examples_per_row: int = 0,
     ):
         self.files = files.expand_globs(patterns)
+        self.examples_per_row = examples_per_row
         self.num_shards = num_shards or process_count
         if self.num_shards % process_count:
             raise ValueError(
@@ -171,7 +176,9 @@ class PretrainingLoader:
         self.my_shards = [s for s in range(self.num_shards) if s % process_count == process_index]
         self.seq_len, self.max_pred = max_seq_length, max_predictions
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
-        self.dynamic = records.check_files(self.files, max_seq_length, max_predictions)
+        self.dynamic = records.check_files(
+            self.files, max_seq_length, max_predictions, examples_per_row
+        )
         if self.dynamic and masking_vocab is None:
             raise ValueError(
                 f"{self.files[0]} has no masked_lm_* features (dynamic-masking "
@@ -218,7 +225,7 @@ class PretrainingLoader:
         )
         ds = ds.skip(skip_batches * self.shard_batch)  # raw records: no parsing
         ds = ds.batch(self.shard_batch, drop_remainder=True)
-        spec = records.parse_spec(self.seq_len, self.max_pred, dynamic=self.dynamic)
+        spec = records.parse_spec(self.seq_len, self.max_pred, self.dynamic, self.examples_per_row)
         ds = ds.map(
             lambda r: tf.io.parse_example(r, spec),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -253,7 +260,8 @@ class PretrainingLoader:
             k: np.asarray(v, np.float32 if v.dtype == np.float32 else np.int32)
             for k, v in raw.items()
         }
-        out["next_sentence_labels"] = out["next_sentence_labels"].reshape(-1)
+        if not self.examples_per_row:
+            out["next_sentence_labels"] = out["next_sentence_labels"].reshape(-1)
         if self.dynamic:
             rng = np.random.default_rng([self.seed, shard, epoch, position])
             ids, pos, labels, w = mask_batch(

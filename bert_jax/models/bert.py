@@ -20,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.sharding import BATCH, EMBED, EMBED_OUT, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
 
@@ -74,6 +75,16 @@ class BertConfig:
     param_dtype: str = "float32"  # storage dtype
     scan_layers: bool = False  # stack layers under nn.scan (faster compiles)
     remat_policy: str = "none"  # a key of REMAT_POLICIES
+    # The word-embedding table (and the tied MLM decoder) get rows up to a
+    # multiple of this, so the MLM matmul tiles evenly (128: Megatron-LM's
+    # make-vocab-size-divisible-by) and the table shards over 4 or 8 devices.
+    # Padding rows are never looked up and their logits are dropped; checkpoints
+    # load and export with vocab_size rows (`pad_vocab`).
+    vocab_pad_multiple: int = 1
+    # jax.nn.dot_product_attention's implementation for the fused path (taken when
+    # attention weights are not returned and attention dropout is off): "" lets
+    # JAX choose, "xla", or "cudnn" (GPU, bf16/fp16, head dim a multiple of 8).
+    attention_impl: str = ""
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -82,11 +93,16 @@ class BertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        if self.attention_impl not in ("", "xla", "cudnn"):
+            raise ValueError(
+                f"attention_impl {self.attention_impl!r} is not one of '', 'xla', 'cudnn'"
+            )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
                 f"remat_policy {self.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}"
             )
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        names = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        for name in (*names, "vocab_pad_multiple"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("dtype", "param_dtype"):
@@ -103,6 +119,12 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the word-embedding table: vocab_size up to a multiple of vocab_pad_multiple."""
+        m = self.vocab_pad_multiple
+        return -(-self.vocab_size // m) * m
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,7 +180,7 @@ class Embeddings(nn.Module):
         init = bert_init(cfg.initializer_range)
         kw = dict(features=cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype)
         self.word_embeddings = nn.Embed(
-            cfg.vocab_size, embedding_init=_param(init, (VOCAB, EMBED)), **kw
+            cfg.padded_vocab_size, embedding_init=_param(init, (VOCAB, EMBED)), **kw
         )
         self.position_embeddings = nn.Embed(
             cfg.max_position_embeddings, embedding_init=_param(init, (None, EMBED)), **kw
@@ -218,7 +240,8 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask):
-        # x: (B, L, H); mask: (B, L) bool, True where the key is a real token.
+        # x: (B, L, H); mask: (B, L) bool, True where the key is a real token, or
+        # (B, L, L) bool, [b, q, k] True where query q may attend to key k (packing).
         cfg = self.config
         shape = (cfg.num_heads, cfg.head_dim)
         q, k, v = (
@@ -226,7 +249,8 @@ class SelfAttention(nn.Module):
             for n in ("query", "key", "value")
         )  # each (B, L, N, D)
         q, k, v = (_constrain(t, (BATCH, LENGTH, HEADS, KV)) for t in (q, k, v))
-        key_mask = mask[:, None, None, :]  # (B, 1, 1, L) broadcast over heads and queries
+        # (B, 1, 1 or L, L): broadcast over heads (and over queries for a key mask).
+        key_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
         use_dropout = not self.deterministic and cfg.attention_dropout > 0
         probs = None
         if self.return_attention or use_dropout:
@@ -241,7 +265,9 @@ class SelfAttention(nn.Module):
         else:
             # Fused path (cuDNN flash attention on GPU where it applies); its
             # logits and softmax are fp32 for bf16 inputs as well.
-            ctx = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+            ctx = jax.nn.dot_product_attention(
+                q, k, v, mask=key_mask, implementation=cfg.attention_impl or None
+            )
         ctx = _constrain(ctx, (BATCH, LENGTH, HEADS, KV))
         out = _dense(
             cfg, cfg.hidden_size, (HEADS, KV, EMBED), (EMBED,), axis=(-2, -1), name="output"
@@ -331,14 +357,18 @@ class Encoder(nn.Module):
 
 
 class Pooler(nn.Module):
-    """dense + tanh over the first ([CLS]) token."""
+    """dense + tanh over the first ([CLS]) token, or over each packed example's [CLS]."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, sequence_output):
+    def __call__(self, sequence_output, cls_positions=None):
+        # cls_positions: (B, K) int, the [CLS] of each example packed in a row.
         cfg = self.config
-        cls = sequence_output[:, 0]
+        if cls_positions is None:
+            cls = sequence_output[:, 0]  # (B, H)
+        else:  # (B, K, H)
+            cls = jnp.take_along_axis(sequence_output, cls_positions[..., None], axis=1)
         return jnp.tanh(
             _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="dense")(cls)
         )
@@ -351,6 +381,13 @@ class BertModel(nn.Module):
     (B, H) and, when asked, `attentions` (a tuple of num_layers arrays
     (B, heads, L, L), fp32) and `hidden_states` (a tuple of num_layers + 1
     arrays (B, L, H): the embeddings output, then every layer's output).
+
+    Packed rows (several examples per row, `bert_jax.data.pack_records`): pass
+    `example_ids` (B, L) (1.. per example, 0 on padding), `position_ids` that
+    restart per example and `cls_positions` (B, K). A token then attends only
+    to its own example's tokens (no cross-contamination; padding attends to
+    padding, so no row is fully masked) and `pooled_output` is (B, K, H), one
+    per example.
     """
 
     config: BertConfig
@@ -367,6 +404,8 @@ class BertModel(nn.Module):
         attention_mask=None,
         position_ids=None,
         *,
+        example_ids=None,
+        cls_positions=None,
         deterministic: bool = True,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
@@ -379,14 +418,12 @@ class BertModel(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
         x_embed = x
-        x, per_layer = self.encoder(
-            x,
-            attention_mask.astype(bool),
-            deterministic,
-            output_attentions,
-            output_hidden_states,
-        )
-        out = {"sequence_output": x, "pooled_output": self.pooler(x)}
+        if example_ids is None:
+            mask = attention_mask.astype(bool)  # (B, L): keys
+        else:
+            mask = example_ids[:, :, None] == example_ids[:, None, :]  # (B, L, L)
+        x, per_layer = self.encoder(x, mask, deterministic, output_attentions, output_hidden_states)
+        out = {"sequence_output": x, "pooled_output": self.pooler(x, cls_positions)}
         if output_attentions:
             out["attentions"] = tuple(e["attention"] for e in per_layer)
         if output_hidden_states:
@@ -396,6 +433,44 @@ class BertModel(nn.Module):
     def attend(self, x):
         """x (..., H) -> logits (..., vocab) against the word embeddings."""
         return self.embeddings.attend(x)
+
+
+# Parameter paths with a vocabulary-sized first dimension (in a task model's tree).
+VOCAB_PARAMS = (("bert", "embeddings", "word_embeddings", "embedding"), ("mlm", "bias"))
+
+
+def pad_vocab(params: dict, rows: int) -> dict:
+    """`params` (a task model's tree, or a bare BertModel's) with `rows` vocabulary rows:
+    zero rows appended, or trailing rows dropped (callers drop only padding rows)."""
+    bare = "embeddings" in params
+    tree = {"bert": params} if bare else params
+    for path in VOCAB_PARAMS:
+        leaf = _get(tree, path)
+        if leaf is not None and leaf.shape[0] != rows:
+            tree = _set(tree, path, _with_rows(leaf, rows))
+    return tree["bert"] if bare else tree
+
+
+def _with_rows(leaf, rows: int):
+    n = leaf.shape[0]
+    if n > rows:
+        return leaf[:rows]
+    pad = [(0, rows - n)] + [(0, 0)] * (leaf.ndim - 1)
+    return np.pad(leaf, pad) if isinstance(leaf, np.ndarray) else jnp.pad(leaf, pad)
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(tree, dict) or k not in tree:
+            return None
+        tree = tree[k]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> dict:
+    if len(path) == 1:
+        return {**tree, path[0]: value}
+    return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
 
 
 def stack_layers(encoder_params: dict, num_layers: int) -> dict:

@@ -39,11 +39,13 @@ class MlmHead(nn.Module):
         bias = self.param(
             "bias",
             nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)),
-            (cfg.vocab_size,),
+            (cfg.padded_vocab_size,),
             cfg.storage_dtype,
         )
-        # Logits in fp32 for a stable softmax cross-entropy under bf16 compute.
-        return attend(x).astype(jnp.float32) + bias.astype(jnp.float32)
+        # Logits in fp32 for a stable softmax cross-entropy under bf16 compute;
+        # the padding rows' columns (vocab_pad_multiple) are dropped.
+        logits = attend(x).astype(jnp.float32) + bias.astype(jnp.float32)
+        return logits[..., : cfg.vocab_size]
 
 
 class Classifier(nn.Module):
@@ -62,7 +64,14 @@ class Classifier(nn.Module):
 
 
 def _encoder_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"deterministic", "output_attentions", "output_hidden_states", "position_ids"}
+    allowed = {
+        "deterministic",
+        "output_attentions",
+        "output_hidden_states",
+        "position_ids",
+        "example_ids",
+        "cls_positions",
+    }
     extra = set(kwargs) - allowed
     if extra:
         raise TypeError(f"unexpected arguments {sorted(extra)}")
@@ -73,7 +82,9 @@ class BertForPreTraining(nn.Module):
     """Encoder + MLM head (+ NSP head unless `nsp=False`, RoBERTa-style).
 
     With `masked_positions` (B, P) the MLM logits are computed only there:
-    (B, P, vocab); without, at every position: (B, L, vocab).
+    (B, P, vocab); without, at every position: (B, L, vocab). With packed
+    rows (`example_ids`, `cls_positions` (B, K); see `BertModel`) the NSP
+    logits are per example: (B, K, 2).
     """
 
     config: BertConfig

@@ -32,15 +32,17 @@ class PretrainingTask:
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length
-        self.num_predictions = config.max_predictions_per_seq
+        self.num_predictions = config.max_predictions_per_seq  # per row, packed or not
         self.use_nsp = config.nsp
+        # K > 0: packed records (bert_jax.data.pack_records), up to K examples a row.
+        self.examples_per_row = config.data.get("examples_per_row", 0)
 
     def model(self) -> BertForPreTraining:
         return BertForPreTraining(model_config(self.config), nsp=self.use_nsp)
 
     def dummy_batch(self) -> dict[str, np.ndarray]:
         z = lambda n, dt=np.int32: np.zeros((1, n), dt)  # noqa: E731
-        return {
+        batch = {
             "input_ids": z(self.seq_len),
             "input_mask": z(self.seq_len),
             "segment_ids": z(self.seq_len),
@@ -49,15 +51,28 @@ class PretrainingTask:
             "masked_lm_weights": z(self.num_predictions, np.float32),
             "next_sentence_labels": np.zeros((1,), np.int32),
         }
+        if self.examples_per_row:
+            k = self.examples_per_row
+            batch |= {
+                "position_ids": z(self.seq_len),
+                "example_ids": z(self.seq_len),
+                "next_sentence_labels": z(k),
+                "cls_positions": z(k),
+                "nsp_weights": z(k, np.float32),
+            }
+        return batch
 
     @staticmethod
     def model_inputs(batch) -> dict:
-        return dict(
+        inputs = dict(
             input_ids=batch["input_ids"],
             token_type_ids=batch["segment_ids"],
             attention_mask=batch["input_mask"],
             masked_positions=batch["masked_lm_positions"],
         )
+        if "example_ids" in batch:  # packed rows
+            inputs |= {k: batch[k] for k in ("position_ids", "example_ids", "cls_positions")}
+        return inputs
 
     def _parts(self, outputs, batch):
         w = batch["masked_lm_weights"]  # (B, P); 0 on padding predictions
@@ -73,8 +88,12 @@ class PretrainingTask:
             "mlm_correct": jnp.sum(mlm_correct),
         }
         if self.use_nsp:
-            v = batch.get("valid", jnp.ones_like(batch["next_sentence_labels"]))
-            labels = batch["next_sentence_labels"]
+            labels = batch["next_sentence_labels"]  # (B,), or (B, K) packed
+            v = jnp.ones(labels.shape, jnp.float32)
+            if "nsp_weights" in batch:  # the empty example slots of packed rows
+                v = batch["nsp_weights"]
+            if "valid" in batch:
+                v = v * batch["valid"].reshape(batch["valid"].shape + (1,) * (labels.ndim - 1))
             nsp_xent = optax.softmax_cross_entropy_with_integer_labels(
                 outputs["nsp_logits"], labels
             )
@@ -115,7 +134,13 @@ class PretrainingTask:
         """Paths of the embedded-corpus data (built into data.embedded_dir once)."""
         d = self.config.data
         root = os.path.expanduser(d.embedded_dir or "~/.cache/bert_jax")
-        paths = embedded_pretraining.prepare(root, self.seq_len, self.num_predictions)
+        # Examples are masked at 15% of their own length (capped at the row's
+        # slots), so a packed row's predictions stay near 15% of its tokens and
+        # fit its max_predictions_per_seq slots (the packer checks both).
+        k = self.examples_per_row
+        paths = embedded_pretraining.prepare(
+            root, self.seq_len, self.num_predictions, examples_per_row=k
+        )
         size = embedded_pretraining.vocab_size(paths)
         if size != model_config(self.config).vocab_size:
             raise ValueError(
@@ -161,6 +186,7 @@ class PretrainingTask:
             process_index=process_index,
             process_count=process_count,
             shuffle_buffer=d.shuffle_buffer,
+            examples_per_row=self.examples_per_row,
             masking_vocab=self._masking_vocab(),
             masked_lm_prob=self.config.masked_lm_prob,
             whole_word=self.config.whole_word_mask,
@@ -172,7 +198,7 @@ class PretrainingTask:
         if not d.eval_files:
             return []
         arrays = pretraining_records.read_tfrecords(
-            self._files("eval_files"), self.seq_len, self.num_predictions
+            self._files("eval_files"), self.seq_len, self.num_predictions, self.examples_per_row
         )
         if "masked_lm_positions" not in arrays:
             vocab = self._masking_vocab()

@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax.models.bert import SIZES, BertConfig, BertModel, config_for_size, stack_layers
+from bert_jax.models.bert import (
+    SIZES,
+    BertConfig,
+    BertModel,
+    config_for_size,
+    pad_vocab,
+    stack_layers,
+)
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
@@ -203,3 +210,68 @@ def test_config_errors():
         config_for_size("huge")
     with pytest.raises(ValueError, match="remat_policy"):
         BertConfig(remat_policy="some")
+
+
+def test_a_padded_vocabulary_computes_the_same_logits():
+    """vocab_pad_multiple=128: the table has 128 rows (97 real), the logits 97 columns."""
+    ids, types, mask = _batch()
+    padded_cfg = dataclasses.replace(CFG, vocab_pad_multiple=128)
+    assert padded_cfg.padded_vocab_size == 128
+    model, padded = BertForPreTraining(CFG), BertForPreTraining(padded_cfg)
+    params = _init(model, ids)
+    bigger = pad_vocab(params, 128)
+    assert bigger["bert"]["embeddings"]["word_embeddings"]["embedding"].shape == (128, 128)
+    assert bigger["mlm"]["bias"].shape == (128,)
+    assert_equal(bigger["mlm"]["bias"][97:], np.zeros(31, np.float32))
+    assert jax.tree.structure(_init(padded, ids)) == jax.tree.structure(bigger)
+    positions = jnp.asarray([[1, 2], [0, 3], [1, 1]])
+    a = model.apply({"params": params}, ids, types, mask, masked_positions=positions)
+    b = padded.apply({"params": bigger}, ids, types, mask, masked_positions=positions)
+    assert b["mlm_logits"].shape == a["mlm_logits"].shape == (3, 2, 97)
+    assert_close(b["mlm_logits"], a["mlm_logits"], atol=1e-6)
+    assert_close(b["nsp_logits"], a["nsp_logits"], atol=1e-6)
+    # Back to the real vocabulary: the same parameters.
+    jax.tree.map(assert_equal, pad_vocab(bigger, 97), params)
+
+
+def test_packed_examples_compute_what_each_computes_alone():
+    """Two examples in one row (example_ids, restarting positions, per-example [CLS]):
+    the same outputs as each in its own padded row. No attention crosses examples."""
+    model = BertForPreTraining(CFG)
+    rng = np.random.RandomState(1)
+    lengths, width = (7, 5), 16
+    examples = [rng.randint(5, 97, size=n).astype(np.int32) for n in lengths]
+    types = [np.asarray([0] * 3 + [1] * (n - 3), np.int32) for n in lengths]
+    masked = [np.asarray([2, 5]), np.asarray([1, 3])]
+    # Alone: one padded row each.
+    ids, tt, mask = (np.zeros((2, width), np.int32) for _ in range(3))
+    for i, (e, t) in enumerate(zip(examples, types, strict=True)):
+        ids[i, : len(e)], tt[i, : len(e)], mask[i, : len(e)] = e, t, 1
+    params = _init(model, jnp.asarray(ids))
+    alone = model.apply(
+        {"params": params}, ids, tt, mask, masked_positions=np.stack(masked).astype(np.int32)
+    )
+    # Packed: both in one row, then padding.
+    row = np.concatenate(examples)
+    p_ids, p_tt, p_mask, p_ex, p_pos = (np.zeros((1, width), np.int32) for _ in range(5))
+    p_ids[0, :12], p_tt[0, :12], p_mask[0, :12] = row, np.concatenate(types), 1
+    p_ex[0, :12] = [1] * 7 + [2] * 5
+    p_pos[0, :12] = list(range(7)) + list(range(5))
+    positions = np.asarray([[2, 5, 7 + 1, 7 + 3]], np.int32)
+    packed = model.apply(
+        {"params": params},
+        p_ids,
+        p_tt,
+        p_mask,
+        masked_positions=positions,
+        position_ids=p_pos,
+        example_ids=p_ex,
+        cls_positions=np.asarray([[0, 7]], np.int32),
+    )
+    seq = packed["sequence_output"][0]
+    assert_close(seq[:7], alone["sequence_output"][0, :7], atol=1e-5)
+    assert_close(seq[7:12], alone["sequence_output"][1, :5], atol=1e-5)
+    assert_close(packed["mlm_logits"][0], alone["mlm_logits"].reshape(4, -1), atol=1e-5)
+    assert packed["nsp_logits"].shape == (1, 2, 2)
+    assert_close(packed["nsp_logits"][0], alone["nsp_logits"], atol=1e-5)
+    assert_close(packed["pooled_output"][0], alone["pooled_output"], atol=1e-5)

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The runs behind docs/performance.md, recorded to docs/results/*.jsonl, then the
+# document regenerated. CPU benchmarks want a quiet machine: run this alone.
+#
+#   bash experiments/performance_runs.sh [cpu|packing|aot|all]    (default all; hours on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export JAX_PLATFORMS=cpu
+what=${1:-all}
+shared=${SHARED:-../shared/data}
+cpu=docs/results/cpu.jsonl
+aot=docs/results/aot.jsonl
+bench=(python -m bert_jax.bench --steps=5 --rounds=3 --warmup=1 --record="$cpu")
+minilm=(--model=mini --task=classification --batch=32 --seq=128
+  --set=model.num_layers=6 --set=model.hidden_size=384 --set=model.num_heads=12
+  --set=model.intermediate_size=1536 --text_file="$shared/glue/SST-2/train.tsv"
+  --vocab_file="$shared/vocab/bert-base-uncased/vocab.txt")
+small=(--model=small --batch=32 --seq=128 --predictions=20)
+
+if [[ $what == cpu || $what == all ]]; then
+  # Side by side with HF transformers (the issue's configurations).
+  "${bench[@]}" "${small[@]}" --compare=hf-torch --label=compare/small-pretraining-train
+  "${bench[@]}" "${small[@]}" --mode=infer --compare=hf-torch --label=compare/small-pretraining-infer
+  "${bench[@]}" "${small[@]}" --dtype=bfloat16 --compare=hf-torch --label=compare/small-pretraining-train-bf16
+  "${bench[@]}" "${minilm[@]}" --compare=hf-torch --label=compare/minilm-classification-train
+  "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch --label=compare/minilm-classification-infer
+  # Optimisations, before (base) and after (variants), alternating in one process.
+  "${bench[@]}" "${small[@]}" --label=opt/attention-dropout \
+    --variant="no-attention-dropout:model.attention_dropout=0.0" \
+    --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
+  "${bench[@]}" "${minilm[@]}" --label=opt/dropout-rng \
+    --variant="rbg:rng_impl='rbg'" --variant="unsafe_rbg:rng_impl='unsafe_rbg'"
+  "${bench[@]}" "${small[@]}" --label=opt/vocab-padding \
+    --variant="pad128:model.vocab_pad_multiple=128"
+  "${bench[@]}" "${small[@]}" --label=opt/scan-remat \
+    --variant="scan:model.scan_layers=True" \
+    --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
+    --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
+  "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
+fi
+
+if [[ $what == packing || $what == all ]]; then
+  python experiments/packing_efficiency.py --shared="$shared"
+  work=/tmp/bert_jax_packing
+  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=opt/packing-512 \
+    --records="$work/embedded-512.tfrecord"
+  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=opt/packing-512-packed \
+    --records="$work/embedded-512-packed6.tfrecord" --set=data.examples_per_row=6
+fi
+
+if [[ $what == aot || $what == all ]]; then
+  base=(python -m bert_jax.aot --config=configs/pretrain.py:model=base --record="$aot")
+  "${base[@]}" --topology=v5p-8 --label=base-128
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 --label=base-128-bf16
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.model.attention_dropout=0.0 --label=base-128-bf16-noattndrop
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.model.vocab_pad_multiple=128 --label=base-128-bf16-pad128
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.train_batch_size=512 --label=base-128-bf16-b512
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.model.scan_layers=True --label=base-128-bf16-scan
+  "${base[@]}" --topology=v4-8 --config.model.dtype=bfloat16 --label=base-128-bf16-v4
+  "${base[@]}" --topology=v6e-8 --config.model.dtype=bfloat16 --label=base-128-bf16-v6e
+  large=(python -m bert_jax.aot --config=configs/pretrain.py:recipe=mlperf --record="$aot"
+    --config.model.dtype=bfloat16)
+  "${large[@]}" --topology=v5p-8 --config.train_batch_size=32 --label=large-512-b32
+  "${large[@]}" --topology=v5p-8 --config.model.scan_layers=True --label=large-512-b256-scan
+  "${large[@]}" --topology=v5p-8 --config.model.scan_layers=True \
+    --config.model.remat_policy=full --label=large-512-b256-scan-remat
+  "${large[@]}" --topology=v5e-16 --config.model.scan_layers=True \
+    --config.model.remat_policy=full --label=large-512-b256-scan-remat-v5e
+fi
+
+python experiments/performance_doc.py
