@@ -124,9 +124,11 @@ def compile_for_slice(config, slice_name: str) -> dict:
         k: jax.ShapeDtypeStruct((config.train_batch_size, *v.shape[1:]), v.dtype, sharding=batch_sh)
         for k, v in dummy_batch.items()
     }
-    with mesh, sharding.axis_rules():
-        dummy = task.model_inputs(dummy_batch)
-        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, train.seed_key(config))
+    # Concrete values first: under the slice's mesh an eager op would run on its
+    # devices, which exist only as a description here.
+    dummy, rng = task.model_inputs(dummy_batch), train.seed_key(config)
+    with sharding.activate(mesh):
+        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, rng)
         step = train.jit_train_step(
             model, task, tx, schedule, config.optimizer.grad_accum_steps, state_sh, batch_sh
         )
@@ -155,6 +157,8 @@ def compile_for_slice(config, slice_name: str) -> dict:
         if not _is_out_of_memory(e):
             raise
         return report | {"fits": False, "why": str(e).splitlines()[0][:400]}
+    # Pallas kernels (attention_impl="splash") compile to Mosaic custom calls.
+    kernels = compiled.as_text().count('custom_call_target="tpu_custom_call"')
     mem = compiled.memory_analysis()
     total = (
         mem.argument_size_in_bytes
@@ -174,6 +178,8 @@ def compile_for_slice(config, slice_name: str) -> dict:
     peak = flops.peak_flops_per_device(devices[0])
     report |= {
         "fits": total <= hbm,
+        "attention_impl": model.config.attention_impl or "default",
+        "pallas_kernels": kernels,
         "memory_argument_bytes": int(mem.argument_size_in_bytes),
         "memory_output_bytes": int(mem.output_size_in_bytes),
         "memory_alias_bytes": int(mem.alias_size_in_bytes),
@@ -211,6 +217,8 @@ def main(argv):
         f"batch {r['batch']} x {r['seq']}, {r['model']}, scan {r['scan_layers']}, "
         f"remat {r['remat_policy']}"
     )
+    if r.get("pallas_kernels"):
+        print(f"  Pallas (Mosaic) kernels in the compiled step: {r['pallas_kernels']}")
     if "memory_total_bytes" in r:
         print(
             f"  memory per chip: arguments {_gib(r['memory_argument_bytes'])}, outputs "

@@ -139,7 +139,7 @@ def jax_step(config, mode: str, local_batch):
     mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
-    with mesh, sharding.axis_rules():
+    with sharding.activate(mesh):
         rng = train.seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
         _, state_sh = train.plan_state(model, tx, dummy, mesh, rng)

@@ -31,6 +31,7 @@ import numpy as np
 from etils import epath
 
 from bert_jax import checkpoint_names as names
+from bert_jax import sharding
 from bert_jax.models.bert import (
     BertConfig,
     BertModel,
@@ -230,7 +231,7 @@ def expected_shapes(model: nn.Module) -> dict[tuple[str, ...], tuple[int, ...]]:
         (1, 8) if not isinstance(model, BertForMultipleChoice) else (1, 2, 8), jnp.int32
     )
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids))
-    params = nn.meta.unbox(shapes["params"])
+    params = sharding.unboxed(shapes["params"])
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from bert_jax import checkpoint_formats as formats
 from bert_jax import checkpoint_names as names
+from bert_jax import sharding
 from bert_jax.checkpoint_formats import BERT_JAX_FILE, CheckpointError, detect_format
 from bert_jax.models.bert import BertConfig, BertModel, pad_vocab, stack_layers, unstack_layers
 from bert_jax.models.heads import (
@@ -143,7 +144,7 @@ def load_into(
         has no value (`target` given as shapes).
       FileNotFoundError: `path` does not exist.
     """
-    target = nn.meta.unbox(target)
+    target = sharding.unboxed(target)
     bare = "embeddings" in target
     want = _flat({"bert": target} if bare else target)
     model, source = load(path)
@@ -245,7 +246,7 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
     """
     import orbax.checkpoint as ocp
 
-    model, params = formats.with_overrides(model, nn.meta.unbox(params), CANONICAL)
+    model, params = formats.with_overrides(model, sharding.unboxed(params), CANONICAL)
     d = Path(path).absolute()
     if d.exists():
         raise FileExistsError(f"{d} already exists")
@@ -310,7 +311,7 @@ def export_hf(
     """
     from safetensors.numpy import save_file
 
-    model, params = formats.with_overrides(model, nn.meta.unbox(params), CANONICAL)
+    model, params = formats.with_overrides(model, sharding.unboxed(params), CANONICAL)
     if isinstance(model, BertForPreTraining) and not model.nsp:
         raise CheckpointError("HF BertForPreTraining needs an NSP head; this model has none")
     bare = isinstance(model, BertModel)

@@ -7,8 +7,9 @@ vocabulary (see ARCHITECTURE.md). `LOGICAL_RULES` maps them to the mesh axes
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -55,6 +56,19 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 def axis_rules():
     """The context that maps logical names to mesh axes by `LOGICAL_RULES` (flax)."""
     return nn.logical_axis_rules(LOGICAL_RULES)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh) -> Iterator[Mesh]:
+    """The mesh and the rules, for tracing the model: what makes the activations'
+    logical constraints real. flax applies them only under a mesh that
+    `jax.sharding.get_abstract_mesh()` sees, which the older `with mesh:` does
+    not set (there they are silently skipped). Only the abstract mesh is set:
+    the jitted functions carry their own NamedShardings, and eager ops stay on
+    the default device (for `bert_jax.aot` the mesh's devices are only a
+    description of a TPU slice)."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), axis_rules():
+        yield mesh
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int, key: str = "mesh_shape"):
@@ -123,11 +137,24 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
     return PartitionSpec(*out)
 
 
+def unboxed(tree: Any) -> Any:
+    """The values of a tree of `nn.LogicallyPartitioned` leaves, unconstrained.
+
+    `nn.meta.unbox` constrains each value to its names' sharding when a mesh is
+    active, which fails outside jit (abstract leaves) and ignores `fit_spec`'s
+    fallbacks; parameter layouts come from `params_sharding` instead."""
+    return jax.tree.map(
+        lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x,
+        tree,
+        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+    )
+
+
 def params_sharding(boxed_tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """NamedShardings for a tree holding `nn.LogicallyPartitioned` leaves
     (e.g. `jax.eval_shape` of an init); unnamed leaves are replicated."""
     mesh_specs = nn.logical_to_mesh(nn.get_partition_spec(boxed_tree), rules)
-    shapes = nn.meta.unbox(boxed_tree)
+    shapes = unboxed(boxed_tree)
     return jax.tree.map(
         lambda spec, leaf: NamedSharding(mesh, fit_spec(spec, leaf.shape, mesh)),
         mesh_specs,

@@ -17,7 +17,6 @@ import json
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -123,7 +122,7 @@ def plan_state(model, tx, dummy, mesh, rng):
     """(abstract state, state shardings); nothing is allocated."""
     boxed = jax.eval_shape(functools.partial(_init_params, model, dummy), rng)
     param_sh = sharding.params_sharding(boxed, mesh)
-    params = nn.meta.unbox(boxed)
+    params = sharding.unboxed(boxed)
     abstract_opt = jax.eval_shape(tx.init, params)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Optimizer moments mirror the params; counters are replicated.
@@ -146,7 +145,7 @@ def plan_state(model, tx, dummy, mesh, rng):
 def create_state(model, tx, dummy, shardings, rng) -> TrainState:
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
-        params = nn.meta.unbox(_init_params(model, dummy, init_rng))
+        params = sharding.unboxed(_init_params(model, dummy, init_rng))
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng)
 
     return jax.jit(init, out_shardings=shardings)(rng)
@@ -329,7 +328,7 @@ def run(
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
 
-    with ckpt, mesh, sharding.axis_rules():
+    with ckpt, sharding.activate(mesh):
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())

@@ -39,9 +39,10 @@ def wikipedia_corpus(shared: Path, out: Path) -> Path:
     return out
 
 
-def measure(name: str, text: Path, vocab: Path, work: Path, record: str) -> None:
+def measure(name: str, stem: str, text: Path, vocab: Path, work: Path, record: str) -> None:
+    """Examples and packed rows of `text` as work/<stem>-<seq>[-packed<k>].tfrecord."""
     for seq, pred, k in SETTINGS:
-        examples = work / f"{name}-{seq}.tfrecord"
+        examples = work / f"{stem}-{seq}.tfrecord"
         cpd.run(
             [str(text)],
             [str(examples)],
@@ -49,7 +50,7 @@ def measure(name: str, text: Path, vocab: Path, work: Path, record: str) -> None
             RecipeConfig(max_seq_length=seq, max_predictions_per_seq=pred, dupe_factor=1),
             num_workers=1,
         )
-        packed = work / f"{name}-{seq}-packed{k}.tfrecord"
+        packed = work / f"{stem}-{seq}-packed{k}.tfrecord"
         stats = pack_records.run([str(examples)], [str(packed)], seq, pred, k)
         before, after = stats.efficiency(seq)
         row = {
@@ -76,10 +77,10 @@ def main() -> None:
     work, shared = Path(a.work), Path(a.shared)
     work.mkdir(parents=True, exist_ok=True)
     emb = embedded_pretraining.prepare(str(work / "embedded"), 128, 20, verbose=False)
-    measure("embedded corpus", emb["train_txt"], emb["vocab_txt"], work, a.record)
+    measure("embedded corpus", "embedded", emb["train_txt"], emb["vocab_txt"], work, a.record)
     wiki = wikipedia_corpus(shared, work / "wikipedia.txt")
     vocab = shared / "vocab" / "bert-base-uncased" / "vocab.txt"
-    measure("Wikipedia (SQuAD v1.1 dev articles)", wiki, vocab, work, a.record)
+    measure("Wikipedia (SQuAD v1.1 dev articles)", "wikipedia", wiki, vocab, work, a.record)
 
 
 if __name__ == "__main__":

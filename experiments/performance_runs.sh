@@ -42,10 +42,10 @@ fi
 if [[ $what == packing || $what == all ]]; then
   python experiments/packing_efficiency.py --shared="$shared"
   work=/tmp/bert_jax_packing
-  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=opt/packing-512 \
-    --records="$work/embedded-512.tfrecord"
-  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=opt/packing-512-packed \
-    --records="$work/embedded-512-packed6.tfrecord" --set=data.examples_per_row=6
+  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=packing/unpacked-512 \
+    --records="$work/wikipedia-512.tfrecord"
+  "${bench[@]}" --model=small --batch=32 --seq=512 --predictions=80 --label=packing/packed6-512 \
+    --records="$work/wikipedia-512-packed6.tfrecord" --set=data.examples_per_row=6
 fi
 
 if [[ $what == aot || $what == all ]]; then

@@ -67,3 +67,40 @@ def test_uneven_dims_fall_back_to_fewer_axes():
     layer = sh["bert"]["encoder"]["layer_0"]
     assert layer["attention"]["output"]["kernel"].spec == P("tensor", None, "fsdp")
     assert layer["mlp"]["intermediate"]["kernel"].spec == P("fsdp", "tensor")
+
+
+def _lowered_forward(context, mesh):
+    model = BertForPreTraining(config_for_size("tiny", num_heads=4))
+    ids = jnp.zeros((8, 16), jnp.int32)
+    params = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), ids))["params"])
+    with context(mesh):
+        fn = jax.jit(lambda p, x: model.apply({"params": p}, x)["mlm_logits"])
+        return fn.lower(params, ids).as_text()
+
+
+def test_activation_constraints_reach_the_program():
+    """Under `sharding.activate` the model's logical constraints become sharding ops
+    in the lowered step; under the legacy `with mesh:` flax skips them silently."""
+    mesh = sharding.make_mesh((2, 2, 2))
+    active = _lowered_forward(sharding.activate, mesh)
+    constraints = [line for line in active.splitlines() if "sdy.sharding_constraint" in line]
+    # Per layer: q, k, v, context, attention and MLP outputs, the MLP hidden; and the embeddings.
+    assert len(constraints) >= 2 * 7 + 1, len(constraints)
+    hidden = '[{"data", "fsdp"}, {}, {}]> : tensor<8x16x128xf32>'  # (batch, length, embed)
+    heads = '[{"data", "fsdp"}, {}, {"tensor"}, {}]> : tensor<8x16x4x32xf32>'  # q, k, v
+    assert any(hidden in c for c in constraints) and any(heads in c for c in constraints)
+
+    def legacy(m):
+        class Both:
+            def __enter__(self):
+                m.__enter__()
+                self.rules = sharding.axis_rules()
+                self.rules.__enter__()
+
+            def __exit__(self, *exc):
+                self.rules.__exit__(*exc)
+                m.__exit__(*exc)
+
+        return Both()
+
+    assert "sdy.sharding_constraint" not in _lowered_forward(legacy, mesh)

@@ -45,6 +45,8 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
 }
 
+ATTENTION_IMPLS = ("", "xla", "cudnn", "splash")
+
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -81,9 +83,11 @@ class BertConfig:
     # Padding rows are never looked up and their logits are dropped; checkpoints
     # load and export with vocab_size rows (`pad_vocab`).
     vocab_pad_multiple: int = 1
-    # jax.nn.dot_product_attention's implementation for the fused path (taken when
-    # attention weights are not returned and attention dropout is off): "" lets
-    # JAX choose, "xla", or "cudnn" (GPU, bf16/fp16, head dim a multiple of 8).
+    # The fused attention path (taken when attention weights are not returned and
+    # attention dropout is off): jax.nn.dot_product_attention with "" (JAX
+    # chooses), "xla" or "cudnn" (GPU, bf16/fp16, head dim a multiple of 8); or
+    # "splash", the Pallas TPU kernel (models/splash.py; needs attention_dropout=0
+    # and a length that is a multiple of 128).
     attention_impl: str = ""
 
     def __post_init__(self):
@@ -93,9 +97,15 @@ class BertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
-        if self.attention_impl not in ("", "xla", "cudnn"):
+        if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
-                f"attention_impl {self.attention_impl!r} is not one of '', 'xla', 'cudnn'"
+                f"attention_impl {self.attention_impl!r} is not one of "
+                + ", ".join(repr(a) for a in ATTENTION_IMPLS)
+            )
+        if self.attention_impl == "splash" and self.attention_dropout > 0:
+            raise ValueError(
+                f"attention_impl 'splash' has no attention dropout: set attention_dropout=0 "
+                f"(it is {self.attention_dropout})"
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
@@ -162,8 +172,26 @@ def bert_init(stddev: float):
     return init
 
 
+class _Partitioned(nn.LogicallyPartitioned):
+    """A parameter's logical names; constrained only when the value has their rank.
+
+    DenseGeneral initialises a multi-axis kernel flat and reshapes it (flax
+    `linear.py`, kernel_init_wrap), unboxing the flat value on the way; under an
+    active mesh (`sharding.activate`) the stock box would then constrain a 2-D
+    value with the 3 names of the (embed, heads, kv) kernel and fail.
+    """
+
+    def unbox(self, apply_constraint=True):
+        if jnp.ndim(self.value) != len(self.names):
+            return self.value
+        return super().unbox(apply_constraint)
+
+
 def _param(init, names):
-    return nn.with_logical_partitioning(init, names)
+    def boxed(*args, **kwargs):
+        return _Partitioned(init(*args, **kwargs), names)
+
+    return boxed
 
 
 def _constrain(x, names):
@@ -231,6 +259,21 @@ def _dense(cfg: BertConfig, features, kernel_names, bias_names, axis=-1, name=No
     )
 
 
+def _splash(q, k, v, segments):
+    """The Pallas splash kernel on TPU; its interpreter on CPU (tests)."""
+    from bert_jax.models import splash  # Pallas is imported only when asked for
+
+    mesh = jax.sharding.get_abstract_mesh()
+    platform = jax.default_backend() if mesh.empty else mesh.abstract_device.platform
+    if platform not in ("tpu", "cpu"):
+        raise ValueError(
+            f"attention_impl 'splash' is a TPU kernel; on {platform} use 'cudnn' or 'xla'"
+        )
+    return splash.splash_attention(
+        q, k, v, segments, batch_axis=BATCH, heads_axis=HEADS, interpret=platform != "tpu"
+    )
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with output projection, residual and LayerNorm."""
 
@@ -239,9 +282,11 @@ class SelfAttention(nn.Module):
     return_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, segments):
         # x: (B, L, H); mask: (B, L) bool, True where the key is a real token, or
-        # (B, L, L) bool, [b, q, k] True where query q may attend to key k (packing).
+        # (B, L, L) bool, [b, q, k] True where query q may attend to key k (packing);
+        # segments (B, L) int: the same as ids (1 real, 0 padding; or example ids),
+        # what the splash kernel takes instead of a mask.
         cfg = self.config
         shape = (cfg.num_heads, cfg.head_dim)
         q, k, v = (
@@ -262,6 +307,8 @@ class SelfAttention(nn.Module):
             probs = jax.nn.softmax(logits, axis=-1)  # fp32, (B, N, L, L)
             dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=self.deterministic)
             ctx = jnp.einsum("bnqk,bknd->bqnd", dropped.astype(v.dtype), v)
+        elif cfg.attention_impl == "splash":
+            ctx = _splash(q, k, v, segments)
         else:
             # Fused path (cuDNN flash attention on GPU where it applies); its
             # logits and softmax are fp32 for bf16 inputs as well.
@@ -303,10 +350,10 @@ class EncoderLayer(nn.Module):
     return_hidden: bool = False
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, segments):
         x, probs = SelfAttention(
             self.config, self.deterministic, self.return_attention, name="attention"
-        )(x, mask)
+        )(x, mask, segments)
         x = Mlp(self.config, self.deterministic, name="mlp")(x)
         extras = {}
         if self.return_attention:
@@ -322,7 +369,9 @@ class Encoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, mask, deterministic: bool, return_attention: bool, return_hidden: bool):
+    def __call__(
+        self, x, mask, segments, deterministic: bool, return_attention: bool, return_hidden: bool
+    ):
         cfg = self.config
         layer_cls = EncoderLayer
         if cfg.remat_policy != "none":
@@ -346,12 +395,12 @@ class Encoder(nn.Module):
                 length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: LAYERS},
             )
-            x, stacked = stack(cfg, name="layers", **kw)(x, mask)
+            x, stacked = stack(cfg, name="layers", **kw)(x, mask, segments)
             per_layer = [jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(cfg.num_layers)]
         else:
             per_layer = []
             for i in range(cfg.num_layers):
-                x, extras = layer_cls(cfg, name=f"layer_{i}", **kw)(x, mask)
+                x, extras = layer_cls(cfg, name=f"layer_{i}", **kw)(x, mask, segments)
                 per_layer.append(extras)
         return x, per_layer
 
@@ -420,9 +469,13 @@ class BertModel(nn.Module):
         x_embed = x
         if example_ids is None:
             mask = attention_mask.astype(bool)  # (B, L): keys
+            segments = attention_mask
         else:
             mask = example_ids[:, :, None] == example_ids[:, None, :]  # (B, L, L)
-        x, per_layer = self.encoder(x, mask, deterministic, output_attentions, output_hidden_states)
+            segments = example_ids
+        x, per_layer = self.encoder(
+            x, mask, segments, deterministic, output_attentions, output_hidden_states
+        )
         out = {"sequence_output": x, "pooled_output": self.pooler(x, cls_positions)}
         if output_attentions:
             out["attentions"] = tuple(e["attention"] for e in per_layer)
