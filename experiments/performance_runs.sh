@@ -55,9 +55,15 @@ if [[ $what == aot || $what == all ]]; then
   "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
     --config.model.attention_dropout=0.0 --label=base-128-bf16-noattndrop
   "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.model.attention_dropout=0.0 --config.model.attention_impl=splash \
+    --label=base-128-bf16-noattndrop-splash
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
     --config.model.vocab_pad_multiple=128 --label=base-128-bf16-pad128
   "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
     --config.train_batch_size=512 --label=base-128-bf16-b512
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
+    --config.model.attention_dropout=0.0 --config.model.attention_impl=splash \
+    --config.train_batch_size=512 --label=base-128-bf16-noattndrop-splash-b512
   "${base[@]}" --topology=v5p-8 --config.model.dtype=bfloat16 \
     --config.model.scan_layers=True --label=base-128-bf16-scan
   "${base[@]}" --topology=v4-8 --config.model.dtype=bfloat16 --label=base-128-bf16-v4
@@ -65,6 +71,9 @@ if [[ $what == aot || $what == all ]]; then
   large=(python -m bert_jax.aot --config=configs/pretrain.py:recipe=mlperf --record="$aot"
     --config.model.dtype=bfloat16)
   "${large[@]}" --topology=v5p-8 --config.train_batch_size=32 --label=large-512-b32
+  "${large[@]}" --topology=v5p-8 --config.train_batch_size=32 \
+    --config.model.attention_dropout=0.0 --config.model.attention_impl=splash \
+    --label=large-512-b32-noattndrop-splash
   "${large[@]}" --topology=v5p-8 --config.model.scan_layers=True --label=large-512-b256-scan
   "${large[@]}" --topology=v5p-8 --config.model.scan_layers=True \
     --config.model.remat_policy=full --label=large-512-b256-scan-remat
