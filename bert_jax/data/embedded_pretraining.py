@@ -39,7 +39,7 @@ def prepare(
     and `train_tfrecord`/`eval_tfrecord` name the packed files.
     """
     d = (
-        Path(out_dir)
+        Path(out_dir).expanduser()
         / f"embedded-v{vocab_size}-s{max_seq_length}-p{max_predictions}-d{dupe_factor}"
     )
     paths = {f.replace(".", "_"): d / f for f in FILES}
