@@ -21,21 +21,9 @@ import numpy as np
 def _hf_config(config, num_labels: int):
     import transformers
 
-    act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[config.hidden_act]
-    return transformers.BertConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act=act,
-        hidden_dropout_prob=config.hidden_dropout,
-        attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size,
-        layer_norm_eps=config.layer_norm_eps,
-        num_labels=num_labels,
-    )
+    from bert_jax import pretrained
+
+    return transformers.BertConfig(**pretrained.hf_config(config, "BertForPreTraining", num_labels))
 
 
 def _inputs(task: str, batch: Mapping[str, np.ndarray]) -> dict:

@@ -269,8 +269,8 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
         raise
 
 
-def _hf_config(model: nn.Module, architecture: str, num_labels: int | None) -> dict[str, Any]:
-    c = model.config
+def hf_config(c: BertConfig, architecture: str, num_labels: int | None) -> dict[str, Any]:
+    """HF `config.json` fields for a BertConfig (export, and the HF side of the bench)."""
     act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[c.hidden_act]
     out = {
         "architectures": [architecture],
@@ -332,7 +332,8 @@ def export_hf(
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(_hf_config(model, arch, num_labels), indent=2))
+        fields = hf_config(model.config, arch, num_labels)
+        (tmp / "config.json").write_text(json.dumps(fields, indent=2))
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         if vocab_file is not None:
             shutil.copyfile(vocab_file, tmp / "vocab.txt")
