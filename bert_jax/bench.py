@@ -40,9 +40,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 from bert_jax import bench_inputs, configs, flops, optim, records, sharding, tasks, train
+from bert_jax.data import pack_examples
 
 FLAGS = flags.FLAGS
 
@@ -133,7 +135,18 @@ def _peak_memory(compiled) -> int:
 
 
 def jax_step(config, mode: str, local_batch):
-    """(run one step -> seconds, compile seconds, peak memory bytes, token counts)."""
+    """(run one step -> seconds, compile seconds, peak memory bytes, token counts, rows)."""
+    if config.data.get("pack_examples"):  # classification: the same examples, packed
+        # into rows of max_seq_length, as the trainer packs them.
+        n, width = local_batch["input_ids"].shape
+        pad = ((0, 0), (0, config.max_seq_length - width))
+        full = {k: np.pad(v, pad) if v.ndim == 2 else v for k, v in local_batch.items()}
+        local_batch = pack_examples.pack_batch(
+            full | {"valid": np.ones(n, np.int32)},
+            config.data.pack_examples,
+            config.data.pack_row_multiple,
+            config.data.length_bucket,
+        )
     task = tasks.get(config)
     model = task.model()
     mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
@@ -169,7 +182,8 @@ def jax_step(config, mode: str, local_batch):
         jax.block_until_ready(out)
         return time.perf_counter() - t
 
-    return step, compile_s, _peak_memory(compiled), counts, model.config
+    rows = int(local_batch["input_ids"].shape[0])
+    return step, compile_s, _peak_memory(compiled), counts, rows, model.config
 
 
 def _timed(step, n: int) -> list[float]:
@@ -243,7 +257,7 @@ def run(argv_command: str) -> list[dict]:
         for i, step in enumerate(steps):
             times[i] += _timed(step, f.steps)
     results = []
-    for (name, assignments, _, compile_s, memory, counts, model_config), t in zip(
+    for (name, assignments, _, compile_s, memory, counts, rows, model_config), t in zip(
         runs, times, strict=False
     ):
         step_s = statistics.median(t)
@@ -256,6 +270,7 @@ def run(argv_command: str) -> list[dict]:
             "mode": f.mode,
             "batch": f.batch,
             "seq": int(local["input_ids"].shape[-1]),
+            "rows": rows,
             "dtype": f.dtype,
             "predictions": f.predictions if f.task == "pretraining" else 0,
             "overrides": list(f.set) + assignments,

@@ -55,13 +55,19 @@ def token_counts(inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
     keyword inputs (`Task.model_inputs`): `input_ids` (..., L) gives the
     encoder rows (B, or B x choices for multiple choice), `attention_mask`
     their real tokens (all L without it), `masked_positions` (B, P) the MLM
-    positions computed.
+    positions computed. Packed rows (`example_ids`, `cls_positions` (B, K))
+    count attention per example: its square, not the row's.
     """
     ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
     if mask is None:
         mask = jnp.ones_like(ids)
-    lengths = jnp.sum(jnp.asarray(mask).reshape(-1, ids.shape[-1]) > 0, axis=-1)
+    if inputs.get("example_ids") is not None:
+        k = inputs["cls_positions"].shape[-1]
+        slots = jnp.arange(1, k + 1)
+        lengths = jnp.sum(jnp.asarray(inputs["example_ids"])[..., None] == slots, axis=-2)
+    else:
+        lengths = jnp.sum(jnp.asarray(mask).reshape(-1, ids.shape[-1]) > 0, axis=-1)
     lengths = lengths.astype(jnp.float32)
     masked = inputs.get("masked_positions")
     return {

@@ -74,6 +74,15 @@ def check_config(config: ml_collections.ConfigDict, mesh, model) -> None:
             f"optimizer.grad_accum_steps={accum} does not divide the per-device "
             f"batch {config.train_batch_size // dp}"
         )
+    if config.get("data") and config.data.get("pack_examples"):
+        # Packed batches have a multiple of pack_row_multiple rows, split like a batch.
+        rows = config.data.get("pack_row_multiple", 1)
+        if rows % (dp * accum) or rows % jax.process_count():
+            raise ValueError(
+                f"data.pack_row_multiple={rows} must be a multiple of the data-parallel "
+                f"size {dp} x optimizer.grad_accum_steps {accum} and of the "
+                f"{jax.process_count()} hosts"
+            )
     mc = model.config
     tp = mesh.shape["tensor"]
     for key in ("num_heads", "intermediate_size"):

@@ -22,8 +22,11 @@ if [[ $what == cpu || $what == all ]]; then
   "${bench[@]}" "${small[@]}" --compare=hf-torch --label=compare/small-pretraining-train
   "${bench[@]}" "${small[@]}" --mode=infer --compare=hf-torch --label=compare/small-pretraining-infer
   "${bench[@]}" "${small[@]}" --dtype=bfloat16 --compare=hf-torch --label=compare/small-pretraining-train-bf16
-  "${bench[@]}" "${minilm[@]}" --compare=hf-torch --label=compare/minilm-classification-train
-  "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch --label=compare/minilm-classification-infer
+  # bert_jax on HF's padded batch, and the same 32 examples packed (data.pack_examples).
+  "${bench[@]}" "${minilm[@]}" --compare=hf-torch --label=compare/minilm-classification-train \
+    --variant="packed:data.pack_examples=16"
+  "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch \
+    --label=compare/minilm-classification-infer --variant="packed:data.pack_examples=16"
   # Optimisations, before (base) and after (variants), alternating in one process.
   "${bench[@]}" "${small[@]}" --label=opt/attention-dropout \
     --variant="no-attention-dropout:model.attention_dropout=0.0" \

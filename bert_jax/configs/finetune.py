@@ -49,6 +49,13 @@ def base_config(model: str = "") -> ml_collections.ConfigDict:
     # Rows of similar length share a batch (HF Trainer's group_by_length):
     # much less padding on short texts, but not the paper's random batches.
     c.data.group_by_length = False
+    # Sentence classification only: pack each batch's examples up to this many
+    # to a row (0: off). Same examples and loss per step, a fraction of the
+    # padding work (bert_jax.data.pack_examples; docs/performance.md).
+    c.data.pack_examples = 0
+    # Packed batches have a multiple of this many rows (data-parallel size x
+    # grad_accum_steps must divide it); each distinct row count compiles once.
+    c.data.pack_row_multiple = 1
     return c
 
 

@@ -21,6 +21,9 @@ is computed (padded positions are masked out):
   of 50 batches, each sorted by length, and the batches are then shuffled.
   This changes which rows meet in a batch (not the rows seen per epoch); on
   SST-2 it makes the average batch 3x narrower.
+* `pack_examples` = K: each global batch's examples are packed up to K to a
+  row (`bert_jax.data.pack_examples`): the same examples per step, a few
+  full rows instead of many padded ones.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+
+from bert_jax.data import pack_examples as packing
 
 
 class ArraySource:
@@ -45,6 +50,9 @@ class ArraySource:
       length_bucket: cut batches to the longest row rounded up to a multiple
         of this (0: full width); needs `attention_mask` in `arrays`.
       group_by_length: batch rows of similar length together (shuffling only).
+      pack_examples: pack each batch's examples up to this many to a row (0: off).
+      pack_row_multiple: packed batches have a multiple of this many rows
+        (all hosts together; the batch shards must divide it).
     """
 
     MEGA_BATCHES = 50  # batches sorted together by group_by_length (HF Trainer's default)
@@ -61,6 +69,8 @@ class ArraySource:
         drop_remainder: bool = True,
         length_bucket: int = 0,
         group_by_length: bool = False,
+        pack_examples: int = 0,
+        pack_row_multiple: int = 1,
     ):
         sizes = {k: len(v) for k, v in arrays.items()}
         if len(set(sizes.values())) != 1:
@@ -78,15 +88,22 @@ class ArraySource:
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
         self.seed, self.shuffle, self.drop_remainder = seed, shuffle, drop_remainder
-        self.process_index = process_index
+        self.process_index, self.process_count = process_index, process_count
         self.epoch, self.position = 0, 0  # position: batches already served this epoch
         if length_bucket < 0:
             raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
         self.length_bucket, self.group_by_length = length_bucket, group_by_length
         self.lengths = None
-        if length_bucket or group_by_length:
+        self.pack_examples, self.pack_row_multiple = pack_examples, pack_row_multiple
+        if pack_examples and pack_row_multiple % process_count:
+            raise ValueError(
+                f"pack_row_multiple {pack_row_multiple} is not divisible by {process_count} hosts"
+            )
+        if length_bucket or group_by_length or pack_examples:
             if "attention_mask" not in arrays:
-                raise ValueError("length_bucket/group_by_length need an attention_mask array")
+                raise ValueError(
+                    "length_bucket/group_by_length/pack_examples need an attention_mask array"
+                )
             mask = arrays["attention_mask"]
             # Real tokens per row; a multiple-choice row is as long as its longest choice.
             self.lengths = mask.sum(-1).reshape(self.num_rows, -1).max(-1)
@@ -104,6 +121,8 @@ class ArraySource:
         process_index: int = 0,
         process_count: int = 1,
         length_bucket: int = 0,
+        pack_examples: int = 0,
+        pack_row_multiple: int = 1,
     ) -> ArraySource:
         """In order, every row once; the last batch padded and marked `valid` = 0."""
         return cls(
@@ -114,6 +133,8 @@ class ArraySource:
             process_index=process_index,
             process_count=process_count,
             length_bucket=length_bucket,
+            pack_examples=pack_examples,
+            pack_row_multiple=pack_row_multiple,
         )
 
     @property
@@ -167,6 +188,14 @@ class ArraySource:
         if len(rows) < self.global_batch_size:  # final partial eval batch
             valid[len(rows) :] = 0
             rows = np.concatenate([rows, np.zeros(self.global_batch_size - len(rows), rows.dtype)])
+        if self.pack_examples:  # every host packs the global batch alike, then takes its rows
+            full = {k: v[rows] for k, v in self.arrays.items()} | {"valid": valid}
+            packed = packing.pack_batch(
+                full, self.pack_examples, self.pack_row_multiple, self.length_bucket
+            )
+            per_host = len(packed["valid"]) // self.process_count
+            lo = self.process_index * per_host
+            return {k: v[lo : lo + per_host] for k, v in packed.items()}
         lo = self.process_index * self.local_batch_size
         mine = slice(lo, lo + self.local_batch_size)
         out = {k: v[rows[mine]] for k, v in self.arrays.items()}

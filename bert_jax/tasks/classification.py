@@ -1,7 +1,10 @@
 """Sentence and sentence-pair classification and regression: GLUE and any labelled text.
 
 Model: the pooled [CLS] output -> dropout -> dense (BERT paper, section 4.1).
-Loss: softmax cross-entropy, or mean squared error for regression (STS-B).
+Loss: softmax cross-entropy, or mean squared error for regression (STS-B),
+averaged over the batch's examples. With `data.pack_examples` the batches
+are packed (`bert_jax.data.pack_examples`): logits and labels are then
+(rows, K), and `valid` marks the slots that hold an example.
 Metrics: the official GLUE ones (`bert_jax.metrics.glue`) for GLUE tasks;
 accuracy (and F1 of the second label when there are two) for other data.
 Prediction: one text, or a pair as "text_a<TAB>text_b", per input.
@@ -119,7 +122,9 @@ class ClassificationTask:
             examples = self._classify_split("train")[0]
         examples = examples[: self.config.data.max_train_examples or None]
         arrays = self.encode(examples)
-        return sources.train_source(self.config, arrays, process_index, process_count)
+        return sources.train_source(
+            self.config, arrays, process_index, process_count, packable=True
+        )
 
     def eval_sets(self, process_index: int, process_count: int) -> list[EvalSet]:
         if self.glue is not None:
@@ -130,7 +135,9 @@ class ClassificationTask:
             named = {"": self._classify_split("eval")[0]}
         return [
             EvalSet(
-                sources.eval_source(self.config, self.encode(ex), process_index, process_count),
+                sources.eval_source(
+                    self.config, self.encode(ex), process_index, process_count, packable=True
+                ),
                 suffix,
             )
             for suffix, ex in named.items()
@@ -144,7 +151,10 @@ class ClassificationTask:
             per_example = (logits[..., 0] - batch["label"]) ** 2
         else:
             per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        return jnp.mean(per_example), {}
+        if "valid" not in batch:
+            return jnp.mean(per_example), {}
+        weight = batch["valid"].astype(per_example.dtype)  # packed: empty slots are 0
+        return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1.0), {}
 
     def eval_stats(self, outputs, batch):
         logits = outputs["logits"]

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from bert_jax import pretrained
+from bert_jax.data.pack_examples import PACKED_KEYS
 from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
 
@@ -76,9 +77,11 @@ def tokenizer(config) -> BertTokenizer:
 
 
 def encoder_inputs(batch) -> dict:
-    """The model inputs of a fine-tuning batch (every task but pretraining)."""
-    return dict(
+    """The model inputs of a fine-tuning batch (every task but pretraining), with
+    the packed-row inputs when the batch is packed (`data.pack_examples`)."""
+    out = dict(
         input_ids=batch["input_ids"],
         token_type_ids=batch["token_type_ids"],
         attention_mask=batch["attention_mask"],
     )
+    return out | {k: batch[k] for k in PACKED_KEYS if k in batch}
