@@ -21,7 +21,6 @@ each [MASK].
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -30,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from bert_jax import pretrained, tasks
+from bert_jax import pretrained, progress, tasks
 from bert_jax.data import glue
 from bert_jax.metrics import glue as glue_metrics
 
@@ -100,11 +99,10 @@ def glue_submission(predictor: Predictor, out_dir: str, batch_size: int = 64) ->
     for task, split in jobs:
         examples = glue.load_split(task, split, data_dir)
         lines = [e.text_a + ("\t" + e.text_b if e.text_b else "") for e in examples]
-        rows = [
-            r
-            for i in range(0, len(lines), batch_size)
-            for r in predictor(lines[i : i + batch_size])
-        ]
+        starts = progress.bar(
+            range(0, len(lines), batch_size), desc=f"{task} {split}", unit="batch"
+        )
+        rows = [r for i in starts for r in predictor(lines[i : i + batch_size])]
         preds = [r["score"] if "score" in r else r["label"] for r in rows]
         indices = [e.index if e.index is not None else i for i, e in enumerate(examples)]
         written.append(
@@ -132,9 +130,10 @@ def main(argv):
             print(f"wrote {path}")
         return
     lines = _inputs()
-    for i in range(0, len(lines), FLAGS.batch_size):
-        for row in predictor(lines[i : i + FLAGS.batch_size]):
-            sys.stdout.write(json.dumps(row) + "\n")
+    starts = range(0, len(lines), FLAGS.batch_size)
+    for i in progress.bar(starts, desc="predict", unit="batch"):
+        rows = predictor(lines[i : i + FLAGS.batch_size])
+        progress.write("\n".join(json.dumps(row) for row in rows))  # above the bar
 
 
 if __name__ == "__main__":

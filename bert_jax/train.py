@@ -27,7 +27,7 @@ from etils import epath
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import checkpoint, flops, optim, pretrained, sharding, tasks, workdir_config
+from bert_jax import checkpoint, flops, optim, pretrained, progress, sharding, tasks, workdir_config
 from bert_jax.metrics_writer import MetricWriter
 from bert_jax.tasks.base import EvalResult, EvalSet, Task
 
@@ -242,7 +242,13 @@ def evaluate(eval_fn, params, eval_set: EvalSet, batch_sharding) -> dict[str, An
     labels for metrics that do not decompose, like MCC or Spearman)."""
     sums: dict[str, float] = {}
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in eval_set.source.one_epoch():
+    batches = progress.bar(
+        eval_set.source.one_epoch(),
+        total=eval_set.source.batches_per_epoch,
+        desc=f"eval{eval_set.suffix}",
+        unit="batch",
+    )
+    for batch in batches:
         out = jax.device_get(eval_fn(params, global_batch(batch, batch_sharding)))
         for k, v in out.items():
             v = np.asarray(v)
@@ -392,6 +398,9 @@ def run(
         with (
             MetricWriter(workdir, start, resume_step=first) as writer,
             checkpoint.PreemptionGuard() as guard,
+            progress.bar(
+                total=config.num_train_steps, initial=first, desc="train", unit="step"
+            ) as bar,
         ):
             while step < config.num_train_steps:
                 local = next(it)
@@ -399,6 +408,7 @@ def run(
                 batch = global_batch(local, batch_sh)
                 state, metrics = step_fn(state, batch)
                 step += 1
+                bar.update()
                 pending.append(metrics)
                 if step % config.log_every == 0 or step == config.num_train_steps:
                     rows = jax.device_get(pending)
@@ -411,12 +421,12 @@ def run(
                             "or check the data"
                         )
                     writer.write(step, m)
+                    bar.set_postfix_str(f"loss {m['train/loss']:.4f}", refresh=False)
                     if jax.process_index() == 0:
                         eta = (config.num_train_steps - step) / m["perf/steps_per_second"]
-                        print(
+                        progress.write(
                             f"step {step}/{config.num_train_steps} loss {m['train/loss']:.4f} "
-                            f"{m['perf/steps_per_second']:.2f} steps/s eta {eta:.0f}s",
-                            flush=True,
+                            f"{m['perf/steps_per_second']:.2f} steps/s eta {eta:.0f}s"
                         )
                     t_log, pending = time.time(), []
                 eval_metrics = None

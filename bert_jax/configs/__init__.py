@@ -38,12 +38,23 @@ def load(spec: str) -> ml_collections.ConfigDict:
       FileNotFoundError: the file does not exist.
       AttributeError: the file defines no `get_config`.
     """
+    get_config, arg = load_function(spec, "get_config", "config")
+    return get_config(arg or None)
+
+
+def load_function(spec: str, function: str, kind: str):
+    """`"path/to/file.py[:arg]"` -> (the file's `function`, arg): configs and sweeps.
+
+    Raises:
+      FileNotFoundError: the file does not exist (named as a `kind` file).
+      AttributeError: the file defines no `function`.
+    """
     path, _, arg = spec.partition(":")
     file = Path(os.path.expanduser(path)).resolve()
     if not file.is_file():
-        raise FileNotFoundError(f"config file {file} does not exist")
+        raise FileNotFoundError(f"{kind} file {file} does not exist")
     # A fresh module per call: two loads of one file never share state.
-    name = f"_bert_jax_config_{abs(hash(str(file)))}"
+    name = f"_bert_jax_{kind}_{abs(hash(str(file)))}"
     module_spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
@@ -51,9 +62,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     finally:
         sys.modules.pop(name, None)
-    if not hasattr(module, "get_config"):
-        raise AttributeError(f"config file {file} defines no get_config(arg)")
-    return module.get_config(arg or None)
+    if not hasattr(module, function):
+        raise AttributeError(f"{kind} file {file} defines no {function}(arg)")
+    return getattr(module, function), arg
 
 
 def repository_config(name: str) -> str:

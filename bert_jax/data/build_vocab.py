@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from absl import app, flags, logging
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from bert_jax import progress
 from bert_jax.data import bad_input, corpus, embedded_corpus, files
 from bert_jax.data.tokenizer import SPECIAL_TOKENS
 
@@ -215,14 +216,21 @@ def main(argv: list[str]) -> None:
     if cfg.embedded_corpus:
         sources.append(embedded_corpus.embedded_documents())
     counts = {"documents": 0, "sentences": 0, "characters": 0}
-    tokens = build_vocab(
+    # Reading is the slow phase: a tqdm bar with a rate, in place of the
+    # trainer's own bars (no rate, and they would draw over this one).
+    sentences = progress.bar(
         (s for source in sources for s in _counted(source, counts)),
+        desc="reading",
+        unit=" sentences",
+        unit_scale=True,
+    )
+    tokens = build_vocab(
+        sentences,
         vocab_size=cfg.vocab_size,
         do_lower_case=cfg.do_lower_case,
         num_unused=cfg.num_unused,
         min_frequency=cfg.min_frequency,
         limit_alphabet=cfg.limit_alphabet,
-        show_progress=True,
     )
     write_vocab(tokens, cfg.output_file)
     if cfg.input_file:

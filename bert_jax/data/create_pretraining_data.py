@@ -80,6 +80,7 @@ from collections.abc import Iterator, Sequence
 
 from absl import app, flags, logging
 
+from bert_jax import progress
 from bert_jax.data import bad_input, corpus, files
 from bert_jax.data import pretraining_instances as recipe
 from bert_jax.data.masking_vocab import MaskingVocab
@@ -428,8 +429,11 @@ def run(
     for f in output_files:
         if os.path.dirname(f):
             tf.io.gfile.makedirs(os.path.dirname(f))
+    # The corpus is streamed once, so its size is unknown: the bar counts
+    # documents (with their rate), and shows the inputs opened so far.
+    bar = progress.bar(desc="documents", unit=" docs", unit_scale=True)
     # A failed run leaves no partial TFRecord, and earlier outputs untouched.
-    with files.atomic_paths(output_files) as temps:
+    with bar, files.atomic_paths(output_files) as temps:
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         try:
             written = 0
@@ -438,6 +442,11 @@ def run(
                     writers[written % len(writers)].write(r)
                     written += 1
                 counts.update(block_counts)
+                bar.set_postfix_str(
+                    f"{counts['examples']:,} examples, input {stats.files}/{len(input_files)}",
+                    refresh=False,
+                )
+                bar.update(block_counts["documents"])
                 if time.monotonic() - last_log > 10:
                     last_log = time.monotonic()
                     elapsed = last_log - start

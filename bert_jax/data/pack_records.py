@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from absl import app, flags, logging
 
+from bert_jax import progress
 from bert_jax.data import files
 from bert_jax.data import pretraining_records as records
 
@@ -245,7 +246,9 @@ def run(
         raise ValueError(f"examples_per_row={examples_per_row}: packing needs at least 2")
     capacity = max_predictions_per_row or max_predictions_per_seq
     stats = PackStats()
-    with files.atomic_paths(output_files) as temps:
+    # The record count is unknown until read: examples and their rate, a block at a time.
+    bar = progress.bar(desc="packing", unit=" examples", unit_scale=True)
+    with bar, files.atomic_paths(output_files) as temps:
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         try:
             written = 0
@@ -255,6 +258,8 @@ def run(
                 rng = np.random.default_rng([seed, b])
                 rows = pack_arrays(ex, max_seq_length, examples_per_row, capacity, rng, stats)
                 written = write_rows(writers, rows, written)
+                bar.set_postfix_str(f"{stats.rows:,} rows", refresh=False)
+                bar.update(len(ex["input_ids"]))
         finally:
             for w in writers:
                 w.close()

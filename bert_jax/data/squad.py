@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax import progress
 from bert_jax.data import bad_input, files
 from bert_jax.data.tokenizer import BertTokenizer
 
@@ -343,7 +344,7 @@ def make_features(
     rows = []  # (example index, head ids, window start, window length, (target start, end))
     token_spans, max_context = [], []
     unmapped = 0
-    for index, ex in enumerate(examples):
+    for index, ex in enumerate(progress.bar(examples, desc="SQuAD features", unit=" examples")):
         if ex.context not in contexts:
             pieces, offsets = tokenizer.tokenize_with_offsets(ex.context)
             contexts[ex.context] = (
