@@ -328,7 +328,7 @@ def main() -> None:
         "",
         "Commands:",
         "",
-        *[f"- `{r['command']}`" for r in compare],
+        *[f"- `{c}`" for c in dict.fromkeys(r["command"] for r in compare)],
         "",
         "## Optimisations, before and after",
         "",
