@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from bert_jax import pretrained
+from bert_jax.data import tokenizers_from_folder
 from bert_jax.data.pack_examples import PACKED_KEYS
 from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
@@ -72,7 +73,18 @@ def vocab_file(config) -> str:
     return str(Path(init) / "vocab.txt")
 
 
-def tokenizer(config) -> BertTokenizer:
+def tokenizer(config):
+    """data.vocab_file's WordPiece; else the init checkpoint folder's tokenizer:
+    its vocab.txt as before or, without one, an ALBERT spiece.model or a
+    RoBERTa vocab.json + merges.txt (`tokenizers_from_folder.from_folder`)."""
+    init = config.get("init_checkpoint", "")
+    if (
+        not config.data.get("vocab_file")
+        and init
+        and Path(init).is_dir()
+        and not (Path(init) / "vocab.txt").exists()
+    ):
+        return tokenizers_from_folder.from_folder(init, config.data.get("do_lower_case"))
     return BertTokenizer(vocab_file(config), do_lower_case=config.data.get("do_lower_case", True))
 
 
