@@ -1,7 +1,9 @@
 """Reading checkpoints in every format bert_jax knows, as bert_jax parameter trees.
 
 Formats, detected from a directory's files (`detect_format`):
-  * HF transformers: `config.json` + `model.safetensors` (or a sharded
+  * HF transformers, BERT and its family (config.json `model_type` "bert",
+    "albert", "roberta" or "distilbert"; names: `checkpoint_names`):
+    `config.json` + `model.safetensors` (or a sharded
     `model.safetensors.index.json`, or `pytorch_model.bin`, read with
     `torch.load(weights_only=True)`: never unpickling arbitrary objects);
   * original Google BERT release: `bert_config.json` + `bert_model.ckpt.*`
@@ -123,9 +125,44 @@ def config_from_json(d: dict[str, Any], act_map: dict[str, str], path: epath.Pat
             f"{path}: position_embedding_type {d['position_embedding_type']!r}"
             " is not supported (only 'absolute')"
         )
-    act = d.get("hidden_act", "gelu")
+    family = d.get("model_type", "bert")
+    if family == "distilbert":
+        # DistilBERT's config.json has its own key names (HF DistilBertConfig).
+        d = {
+            "vocab_size": d.get("vocab_size"),
+            "hidden_size": d.get("dim", 768),
+            "num_hidden_layers": d.get("n_layers", 6),
+            "num_attention_heads": d.get("n_heads", 12),
+            "intermediate_size": d.get("hidden_dim", 3072),
+            "hidden_act": d.get("activation", "gelu"),
+            "max_position_embeddings": d.get("max_position_embeddings", 512),
+            "hidden_dropout_prob": d.get("dropout", 0.1),
+            "attention_probs_dropout_prob": d.get("attention_dropout", 0.1),
+            "initializer_range": d.get("initializer_range", 0.02),
+        }
+        if d["vocab_size"] is None:
+            raise CheckpointError(f"{path}: missing config key 'vocab_size'")
+    act = d.get("hidden_act", "gelu_new" if family == "albert" else "gelu")
     if act not in act_map:
         raise CheckpointError(f"{path}: hidden_act {act!r} not one of {sorted(act_map)}")
+    family_fields: dict[str, Any] = {}
+    if family == "albert":
+        layers, groups = d.get("num_hidden_layers", 12), d.get("num_hidden_groups", 1)
+        if d.get("inner_group_num", 1) != 1 or groups not in (1, layers):
+            raise CheckpointError(
+                f"{path}: ALBERT with num_hidden_groups {groups} and inner_group_num "
+                f"{d.get('inner_group_num', 1)} is not supported (only one shared layer, "
+                "num_hidden_groups=1, or none shared, num_hidden_groups=num_hidden_layers; "
+                "inner_group_num=1)"
+            )
+        family_fields = dict(
+            embedding_size=d.get("embedding_size", 128), share_layers=groups == 1 and layers > 1
+        )
+    elif family == "roberta":
+        # Positions start after the padding index (HF create_position_ids_from_input_ids).
+        family_fields = dict(position_offset=d.get("pad_token_id", 1) + 1)
+    elif family == "distilbert":
+        family_fields = dict(use_token_type_embeddings=False, use_pooler=False)
     try:
         return BertConfig(
             vocab_size=d["vocab_size"],
@@ -140,9 +177,20 @@ def config_from_json(d: dict[str, Any], act_map: dict[str, str], path: epath.Pat
             hidden_dropout=d.get("hidden_dropout_prob", 0.1),
             attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
             initializer_range=d.get("initializer_range", 0.02),
+            **family_fields,
         )
     except KeyError as e:
         raise CheckpointError(f"{path}: missing config key {e.args[0]!r}") from e
+
+
+def hf_family(d: dict[str, Any], path: epath.Path) -> str:
+    """The BERT family of an HF config.json (its `model_type`; none: BERT)."""
+    family = d.get("model_type", "bert")
+    if family not in names.FAMILIES:
+        raise CheckpointError(
+            f"{path}: model_type {family!r} is not supported; known: {list(names.FAMILIES)}"
+        )
+    return family
 
 
 def _load_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
@@ -180,12 +228,13 @@ def _read_hf_tensors(d: epath.Path) -> tuple[dict[str, np.ndarray], epath.Path]:
     )
 
 
-def _normalize_hf_key(k: str) -> str:
+def _normalize_hf_key(k: str, family: str = "bert") -> str:
     # Older checkpoints use gamma/beta for LayerNorm, and BertModel-only
-    # checkpoints (like all-MiniLM-L6-v2) drop the "bert." prefix.
+    # checkpoints (like all-MiniLM-L6-v2) drop the "bert." prefix (as do the
+    # other families' bare models: AlbertModel, RobertaModel, DistilBertModel).
     k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    if k.startswith(("embeddings.", "encoder.", "pooler.")):
-        k = "bert." + k
+    if k.startswith(("embeddings.", "encoder.", "pooler.", "transformer.")):
+        k = f"{family}.{k}"
     return k
 
 
@@ -208,16 +257,32 @@ def _tf_checkpoint_prefix(d: epath.Path) -> str:
 # ----------------------------------------------------------------------------
 
 
-def _model_for_heads(config: BertConfig, heads: set[str], shapes: dict, architectures: list[str]):
+# The hidden activation of the classification head of the families that have one.
+_CLASSIFIER_HIDDEN_ACT = {"roberta": "tanh", "distilbert": "relu"}
+
+
+def _model_for_heads(
+    config: BertConfig,
+    heads: set[str],
+    shapes: dict,
+    architectures: list[str],
+    family: str = "bert",
+):
     """Pick the task model for the heads present in a checkpoint."""
     if "mlm" in heads:
         return BertForPreTraining(config, nsp="nsp" in heads), {"mlm", "nsp"} & heads
     if "qa_outputs" in heads:
         return BertForQuestionAnswering(config), {"qa_outputs"}
+    num = shapes.get("classifier")
+    if "classifier_hidden" in heads:
+        act = _CLASSIFIER_HIDDEN_ACT[family]
+        model = BertForSequenceClassification(config, num_labels=num, hidden_act=act)
+        return model, {"classifier_hidden"}
     if "classifier" in heads:
-        num = shapes["classifier"]
         arch = architectures[0] if architectures else "BertForSequenceClassification"
-        if arch == "BertForTokenClassification":
+        # RoBERTa's and DistilBERT's sequence classifiers have a hidden layer
+        # (above); their one-dense classifier is the token classifier.
+        if arch.endswith("ForTokenClassification") or family in _CLASSIFIER_HIDDEN_ACT:
             return BertForTokenClassification(config, num_labels=num), {"classifier"}
         if arch == "BertForMultipleChoice":
             return BertForMultipleChoice(config), {"classifier"}
@@ -242,25 +307,38 @@ def _assemble(
     config: BertConfig,
     file: epath.Path,
     architectures: list[str],
+    family: str = "bert",
 ):
     """Named tensors -> (model, params) with every name and shape checked."""
     key = "tf" if source == "tf" else "hf"
-    encoder = names.encoder_entries(config.num_layers)
+    encoder = names.config_entries(config, family)
+    head_table = names.head_entries(family)
     present_heads = {
-        h
-        for h, entries in names.HEAD_ENTRIES.items()
-        if all(getattr(e, key) in tensors for e in entries)
+        h for h, entries in head_table.items() if all(getattr(e, key) in tensors for e in entries)
     }
+    if "classifier_hidden" in present_heads:
+        # DistilBERT's `classifier` is also the output dense of its hidden head.
+        present_heads.discard("classifier")
     head_sizes = {}
-    if "classifier" in present_heads:
-        w = tensors[names.HEAD_ENTRIES["classifier"][0].__getattribute__(key)]
-        head_sizes["classifier"] = w.shape[0]
-    model, heads = _model_for_heads(config, present_heads, head_sizes, architectures)
-    entries = encoder + [e for h in sorted(heads) for e in names.HEAD_ENTRIES[h]]
+    for h in ("classifier", "classifier_hidden"):
+        if h in present_heads:
+            kernel = next(e for e in head_table[h] if e.path == ("classifier", "dense", "kernel"))
+            w = tensors[getattr(kernel, key)]
+            head_sizes["classifier"] = (
+                w.shape[0] if key == "hf" or kernel.tf_transposed else w.shape[1]
+            )
+    model, heads = _model_for_heads(config, present_heads, head_sizes, architectures, family)
+    entries = encoder + [e for h in sorted(heads) for e in head_table[h]]
 
     missing = [getattr(e, key) for e in entries if getattr(e, key) not in tensors]
     if missing:
-        raise CheckpointError(f"{file}: missing {len(missing)} variables, e.g. {missing[:5]}")
+        hint = ""
+        if family == "albert" and any(".albert_layer_groups." in m for m in missing):
+            layout = "1, one shared layer" if config.share_layers else "one group per layer"
+            hint = (
+                f" (config.json num_hidden_groups: {layout}; the tensors may hold the other layout)"
+            )
+        raise CheckpointError(f"{file}: missing {len(missing)} variables, e.g. {missing[:5]}{hint}")
     used = {getattr(e, key) for e in entries}
     if source == "tf":
         unknown = [
@@ -320,9 +398,20 @@ def with_overrides(model: nn.Module, params: dict, overrides: dict[str, Any]):
     if not overrides:
         return model, params
     config = dataclasses.replace(model.config, **overrides)
+    if config.share_layers != model.config.share_layers:
+        raise CheckpointError(
+            f"share_layers={config.share_layers} cannot be applied to a loaded model with "
+            f"share_layers={model.config.share_layers}: the parameters are "
+            + (
+                "one shared layer (bert/encoder/shared_layer)"
+                if model.config.share_layers
+                else "one set per layer (bert/encoder/layer_0, ...)"
+            )
+        )
     if config.padded_vocab_size != model.config.padded_vocab_size:
         params = pad_vocab(params, config.padded_vocab_size)
-    if config.scan_layers != model.config.scan_layers:
+    # Shared layers have the same tree with and without scan (not stacked).
+    if config.scan_layers != model.config.scan_layers and not config.share_layers:
         enc = params["encoder"] if isinstance(model, BertModel) else params["bert"]["encoder"]
         fn = stack_layers if config.scan_layers else unstack_layers
         enc = fn(enc, config.num_layers)
@@ -413,11 +502,14 @@ def read(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         model, params = read_workdir(d)
     elif fmt == "hf":
         cfg_json = read_json(d / "config.json")
+        family = hf_family(cfg_json, d / "config.json")
         config = config_from_json(cfg_json, _HF_ACT, d / "config.json")
         _check_vocab(d, config)
         raw, file = _read_hf_tensors(d)
-        tensors = {_normalize_hf_key(k): v for k, v in raw.items()}
-        model, params = _assemble(tensors, "hf", config, file, cfg_json.get("architectures") or [])
+        tensors = {_normalize_hf_key(k, family): v for k, v in raw.items()}
+        config = _with_pooler(config, family, tensors)
+        archs = cfg_json.get("architectures") or []
+        model, params = _assemble(tensors, "hf", config, file, archs, family)
     else:
         config = config_from_json(
             read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json"
@@ -435,12 +527,46 @@ def read(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     return model, params
 
 
+def _with_pooler(config: BertConfig, family: str, tensor_names) -> BertConfig:
+    """use_pooler as the checkpoint has it: HF's masked-LM and RoBERTa task
+    models save no pooler (add_pooling_layer=False)."""
+    if family == "distilbert":  # never has one
+        return config
+    pooler = (
+        names.encoder_entries(1, family)[-1].hf.rsplit(".", 1)[0] + "."
+    )  # e.g. bert.pooler.dense.
+    has = any(k.startswith(pooler) for k in tensor_names)
+    return dataclasses.replace(config, use_pooler=has)
+
+
+def _hf_tensor_names(d: epath.Path) -> list[str] | None:
+    """The tensor names of an HF directory from the safetensors header or index
+    alone (no tensor is read); None for a pytorch_model.bin."""
+    index = d / "model.safetensors.index.json"
+    if index.exists():
+        return list(read_json(index)["weight_map"])
+    single = d / "model.safetensors"
+    if not single.exists():
+        return None
+    with single.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")  # safetensors: u64 header length, JSON header
+        header = json.loads(f.read(n))
+    return [k for k in header if k != "__metadata__"]
+
+
 def read_config(path: str | os.PathLike) -> BertConfig:
-    """The architecture of a checkpoint directory, reading only its config file."""
+    """The architecture of a checkpoint directory, reading only its config file
+    (and, for HF, the tensor names of its safetensors header: is there a pooler)."""
     d = checkpoint_dir(path)
     fmt = detect_format(d)
     if fmt == "hf":
-        return config_from_json(read_json(d / "config.json"), _HF_ACT, d / "config.json")
+        cfg_json = read_json(d / "config.json")
+        family = hf_family(cfg_json, d / "config.json")
+        config = config_from_json(cfg_json, _HF_ACT, d / "config.json")
+        tensor_names = _hf_tensor_names(d)
+        if tensor_names is None:
+            return config
+        return _with_pooler(config, family, [_normalize_hf_key(k, family) for k in tensor_names])
     if fmt == "tf":
         return config_from_json(read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json")
     if fmt == "bert_jax":

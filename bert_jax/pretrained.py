@@ -1,6 +1,7 @@
-"""Load any BERT checkpoint into bert_jax, and write bert_jax parameters out.
+"""Load any BERT-family checkpoint into bert_jax, and write bert_jax parameters out.
 
-* `load(path)`: (model, params) from an HF directory, an original Google TF
+* `load(path)`: (model, params) from an HF directory (BERT, ALBERT, RoBERTa
+  or DistilBERT: the family options of `BertConfig`), an original Google TF
   release, a bert_jax checkpoint or a training workdir, local or gs://
   (the formats: `bert_jax.checkpoint_formats`). The model is the task model
   matching the heads present (`BertForPreTraining`, ...) or `BertModel`.
@@ -155,6 +156,7 @@ def load_into(
     if vocab_size == model.config.vocab_size and rows >= vocab_size:
         # The same vocabulary with other padding rows (vocab_pad_multiple).
         source = pad_vocab(source, rows)
+    _check_sharing(path, source["bert"], target_bert)
     have = _flat({**source, "bert": _encoder_layout(source["bert"], target_bert)})
     problems, fresh, out = [], {}, {}
     for key in sorted(k for k in want if k[0] == "bert"):
@@ -211,6 +213,24 @@ def _flat(tree: dict) -> dict[tuple[str, ...], Any]:
     return {
         tuple(str(k.key) for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
     }
+
+
+def _check_sharing(path, source: dict, target: dict) -> None:
+    """One clear error when ALBERT's shared layer meets per-layer parameters."""
+    src, tgt = source.get("encoder", {}), target.get("encoder", {})
+    if ("shared_layer" in src) == ("shared_layer" in tgt):
+        return
+    if "shared_layer" in src:
+        raise CheckpointError(
+            f"{path}: the checkpoint shares one layer across the encoder "
+            "(bert/encoder/shared_layer, ALBERT cross-layer sharing) but the model has "
+            "per-layer parameters (share_layers=False): build the model with share_layers=True"
+        )
+    raise CheckpointError(
+        f"{path}: the checkpoint has per-layer parameters (bert/encoder/layer_0, ...) but the "
+        "model shares one layer (bert/encoder/shared_layer, share_layers=True): build the "
+        "model with share_layers=False"
+    )
 
 
 def _encoder_layout(source: dict, target: dict) -> dict:
@@ -270,11 +290,13 @@ def save(path: str | os.PathLike, model: nn.Module, params: dict) -> None:
 
 
 def hf_config(c: BertConfig, architecture: str, num_labels: int | None) -> dict[str, Any]:
-    """HF `config.json` fields for a BertConfig (export, and the HF side of the bench)."""
+    """HF `config.json` fields for a BertConfig (export, and the HF side of the bench),
+    in the config's family (HF BertConfig, AlbertConfig, RobertaConfig, DistilBertConfig)."""
+    family = names.family_of(c)
     act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}[c.hidden_act]
     out = {
         "architectures": [architecture],
-        "model_type": "bert",
+        "model_type": family,
         "vocab_size": c.vocab_size,
         "hidden_size": c.hidden_size,
         "num_hidden_layers": c.num_layers,
@@ -291,9 +313,55 @@ def hf_config(c: BertConfig, architecture: str, num_labels: int | None) -> dict[
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
     }
+    if family == "albert":
+        out["embedding_size"] = c.embedding_size
+        out["num_hidden_groups"] = 1 if c.share_layers else c.num_layers
+        out["inner_group_num"] = 1
+    elif family == "roberta":
+        out.update(pad_token_id=c.position_offset - 1, bos_token_id=0, eos_token_id=2)
+    elif family == "distilbert":
+        out = _distilbert_config(c, out)
     if num_labels is not None:
         out["num_labels"] = num_labels
     return out
+
+
+def _distilbert_config(c: BertConfig, bert: dict[str, Any]) -> dict[str, Any]:
+    if c.layer_norm_eps != 1e-12 or c.use_pooler:
+        raise CheckpointError(
+            "HF DistilBERT has layer_norm_eps 1e-12 and no pooler; this config has "
+            f"layer_norm_eps {c.layer_norm_eps}, use_pooler {c.use_pooler}"
+        )
+    return {
+        "architectures": bert["architectures"],
+        "model_type": "distilbert",
+        "vocab_size": c.vocab_size,
+        "dim": c.hidden_size,
+        "n_layers": c.num_layers,
+        "n_heads": c.num_heads,
+        "hidden_dim": c.intermediate_size,
+        "activation": bert["hidden_act"],
+        "dropout": c.hidden_dropout,
+        "attention_dropout": c.attention_dropout,
+        "max_position_embeddings": c.max_position_embeddings,
+        "initializer_range": c.initializer_range,
+        "sinusoidal_pos_embds": False,
+        "pad_token_id": 0,
+        "tie_word_embeddings": True,
+    }
+
+
+def _hf_architecture(model: nn.Module, family: str) -> str:
+    """The HF class a bert_jax model exports as (`AlbertForPreTraining`, ...)."""
+    name = type(model).__name__
+    if family == "bert":
+        return name
+    prefix = names.HF_CLASS_PREFIX[family]
+    if isinstance(model, BertForPreTraining):
+        return f"{prefix}ForPreTraining" if model.nsp else f"{prefix}ForMaskedLM"
+    if isinstance(model, BertForMultipleChoice):
+        raise CheckpointError(f"multiple choice export is implemented for BERT only, not {family}")
+    return prefix + name[len("Bert") :]
 
 
 def export_hf(
@@ -307,17 +375,36 @@ def export_hf(
     A BertForPreTraining model exports as HF `BertForPreTraining` (the MLM
     decoder stays tied to the word embeddings); task models as their HF
     namesakes; a bare BertModel as HF `BertModel`, which
-    `BertForPreTraining.from_pretrained` also loads (with fresh heads).
+    `BertForPreTraining.from_pretrained` also loads (with fresh heads). A
+    config of another family (`checkpoint_names.family_of`) exports as that
+    family's classes: `AlbertForPreTraining` (MLM + SOP) or
+    `AlbertForMaskedLM`, `RobertaForMaskedLM`, `DistilBertForMaskedLM`,
+    `*ForSequenceClassification`, `*ForTokenClassification`,
+    `*ForQuestionAnswering`, `*Model`.
     """
     from safetensors.numpy import save_file
 
     model, params = formats.with_overrides(model, sharding.unboxed(params), CANONICAL)
-    if isinstance(model, BertForPreTraining) and not model.nsp:
-        raise CheckpointError("HF BertForPreTraining needs an NSP head; this model has none")
+    try:
+        family = names.family_of(model.config)
+    except ValueError as e:
+        raise CheckpointError(f"cannot export to HF: {e}") from e
+    if isinstance(model, BertForPreTraining):
+        if family == "bert" and not model.nsp:
+            raise CheckpointError("HF BertForPreTraining needs an NSP head; this model has none")
+        if family in ("roberta", "distilbert") and model.nsp:
+            raise CheckpointError(f"HF {family} has no NSP head; this model has one")
     bare = isinstance(model, BertModel)
     tree = {"bert": params} if bare else params
-    entries = names.encoder_entries(model.config.num_layers)
-    entries += [e for h in sorted(set(tree) - {"bert"}) for e in names.HEAD_ENTRIES[h]]
+    entries = names.config_entries(model.config, family)
+    head_table = names.head_entries(family)
+    heads = names.head_names(tree)
+    if not set(heads) <= set(head_table):
+        raise CheckpointError(
+            f"HF {family} has no head {sorted(set(heads) - set(head_table))} "
+            "(a classifier with a hidden layer is RoBERTa's or DistilBERT's)"
+        )
+    entries += [e for h in heads for e in head_table[h]]
     tensors = {}
     for e in entries:
         leaf = tree
@@ -327,7 +414,7 @@ def export_hf(
     num_labels = None
     if "classifier" in tree and not isinstance(model, BertForMultipleChoice):
         num_labels = int(tree["classifier"]["dense"]["kernel"].shape[-1])
-    arch = type(model).__name__
+    arch = _hf_architecture(model, family)
     d = Path(out_dir).absolute()
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", dir=d.parent))

@@ -5,6 +5,12 @@ Post-LN transformer encoder as in the original `modeling.py`: embeddings
 blocks of [self-attention -> dropout -> add & LayerNorm -> feed-forward ->
 dropout -> add & LayerNorm], then a tanh pooler over [CLS].
 
+The BERT family members are options of this one encoder (`BertConfig`):
+ALBERT (Lan et al. 2020, arXiv 1909.11942): factorised embeddings and
+cross-layer sharing; RoBERTa (Liu et al. 2019, arXiv 1907.11692): positions
+offset past the padding index, one token type; DistilBERT (Sanh et al. 2019,
+arXiv 1910.01108): no token types, no pooler.
+
 Every parameter is created with logical axis names from `bert_jax.sharding`
 and large activations are constrained with them; the mapping to mesh axes is
 the rules table in `bert_jax/sharding.py`.
@@ -89,6 +95,30 @@ class BertConfig:
     # "splash", the Pallas TPU kernel (models/splash.py; needs attention_dropout=0
     # and a length that is a multiple of 128).
     attention_impl: str = ""
+    # ALBERT (Lan et al. 2020, section 3.1, "factorized embedding
+    # parameterization"): the word/position/type tables and their LayerNorm are
+    # embedding_size wide and a dense projects them to hidden_size (HF
+    # `embedding_hidden_mapping_in`); the tied MLM decoder works at that width.
+    # None: hidden_size wide, no projection (BERT). ALBERT has the projection
+    # even when embedding_size == hidden_size.
+    embedding_size: int | None = None
+    # ALBERT (Lan et al. 2020, section 3.1, "cross-layer parameter sharing"):
+    # one layer's parameters (`encoder/shared_layer`) applied num_layers times,
+    # in the loop and under scan_layers alike.
+    share_layers: bool = False
+    # RoBERTa (Liu et al. 2019; fairseq `make_positions`): without explicit
+    # position_ids, real tokens take positions position_offset, +1, ... (the
+    # count of real tokens so far, from attention_mask) and padding takes
+    # position_offset - 1 (the padding index): RoBERTa's padding_idx 1 + 1 = 2,
+    # hence its 514 positions. Explicit position_ids (packed rows) are used as
+    # given. 0: positions 0 .. L-1 whatever the padding (BERT).
+    position_offset: int = 0
+    # DistilBERT (Sanh et al. 2019, section 3: "token-type embeddings and the
+    # pooler are removed"): no token-type table (token_type_ids are ignored).
+    use_token_type_embeddings: bool = True
+    # The tanh pooler over [CLS] (BERT, ALBERT); False: no `pooled_output`
+    # (DistilBERT; RoBERTa's task models, which classify from <s> in their head).
+    use_pooler: bool = True
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -117,6 +147,15 @@ class BertConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("dtype", "param_dtype"):
             jnp.dtype(getattr(self, name))  # raises TypeError on an unknown dtype name
+        if self.embedding_size is not None and self.embedding_size <= 0:
+            raise ValueError(f"embedding_size must be positive or None, got {self.embedding_size}")
+        if self.position_offset < 0:
+            raise ValueError(f"position_offset must be >= 0, got {self.position_offset}")
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables (and of the tied MLM decoder's input)."""
+        return self.embedding_size or self.hidden_size
 
     @property
     def compute_dtype(self):
@@ -199,33 +238,39 @@ def _constrain(x, names):
 
 
 class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm and dropout."""
+    """Word + position (+ token-type) embeddings, LayerNorm, dropout (+ ALBERT's projection)."""
 
     config: BertConfig
 
     def setup(self):
         cfg = self.config
         init = bert_init(cfg.initializer_range)
-        kw = dict(features=cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype)
+        kw = dict(
+            features=cfg.embedding_width, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype
+        )
         self.word_embeddings = nn.Embed(
             cfg.padded_vocab_size, embedding_init=_param(init, (VOCAB, EMBED)), **kw
         )
         self.position_embeddings = nn.Embed(
             cfg.max_position_embeddings, embedding_init=_param(init, (None, EMBED)), **kw
         )
-        self.token_type_embeddings = nn.Embed(
-            cfg.type_vocab_size, embedding_init=_param(init, (None, EMBED)), **kw
-        )
+        if cfg.use_token_type_embeddings:
+            self.token_type_embeddings = nn.Embed(
+                cfg.type_vocab_size, embedding_init=_param(init, (None, EMBED)), **kw
+            )
         self.layer_norm = _layer_norm(cfg)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
+        if cfg.embedding_size is not None:
+            # ALBERT: (E, H), the input side named like every other embed axis.
+            self.projection = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,))
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(position_ids)
-            + self.token_type_embeddings(token_type_ids)
-        )
-        x = self.dropout(self.layer_norm(x), deterministic=deterministic)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if self.config.use_token_type_embeddings:
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = self.dropout(self.layer_norm(x), deterministic=deterministic)  # (B, L, E)
+        if self.config.embedding_size is not None:
+            x = self.projection(x)  # (B, L, H)
         return _constrain(x, (BATCH, LENGTH, EMBED))
 
     def attend(self, x):
@@ -386,21 +431,29 @@ class Encoder(nn.Module):
             return_attention=return_attention,
             return_hidden=return_hidden,
         )
+        # ALBERT's cross-layer sharing (share_layers): one parameter set,
+        # `shared_layer`, for every layer; under scan it is broadcast to each
+        # step (not stacked), so the tree is the same with and without scan.
         if cfg.scan_layers:
-            stack = nn.scan(
-                layer_cls,
-                variable_axes={"params": 0},
-                split_rngs={"params": True, "dropout": True},
-                in_axes=nn.broadcast,
-                length=cfg.num_layers,
-                metadata_params={nn.PARTITION_NAME: LAYERS},
-            )
-            x, stacked = stack(cfg, name="layers", **kw)(x, mask, segments)
+            if cfg.share_layers:
+                params_kw = dict(variable_broadcast="params", split_rngs={"params": False})
+            else:
+                params_kw = dict(
+                    variable_axes={"params": 0},
+                    split_rngs={"params": True},
+                    metadata_params={nn.PARTITION_NAME: LAYERS},
+                )
+            params_kw["split_rngs"]["dropout"] = True
+            stack = nn.scan(layer_cls, in_axes=nn.broadcast, length=cfg.num_layers, **params_kw)
+            name = "shared_layer" if cfg.share_layers else "layers"
+            x, stacked = stack(cfg, name=name, **kw)(x, mask, segments)
             per_layer = [jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(cfg.num_layers)]
         else:
+            shared = layer_cls(cfg, name="shared_layer", **kw) if cfg.share_layers else None
             per_layer = []
             for i in range(cfg.num_layers):
-                x, extras = layer_cls(cfg, name=f"layer_{i}", **kw)(x, mask, segments)
+                layer = shared if shared is not None else layer_cls(cfg, name=f"layer_{i}", **kw)
+                x, extras = layer(x, mask, segments)
                 per_layer.append(extras)
         return x, per_layer
 
@@ -427,7 +480,7 @@ class BertModel(nn.Module):
     """The BERT encoder and pooler.
 
     `__call__` returns a dict: `sequence_output` (B, L, H), `pooled_output`
-    (B, H) and, when asked, `attentions` (a tuple of num_layers arrays
+    (B, H) (unless `use_pooler=False`) and, when asked, `attentions` (a tuple of num_layers arrays
     (B, heads, L, L), fp32) and `hidden_states` (a tuple of num_layers + 1
     arrays (B, L, H): the embeddings output, then every layer's output).
 
@@ -444,7 +497,8 @@ class BertModel(nn.Module):
     def setup(self):
         self.embeddings = Embeddings(self.config)
         self.encoder = Encoder(self.config)
-        self.pooler = Pooler(self.config)
+        if self.config.use_pooler:
+            self.pooler = Pooler(self.config)
 
     def __call__(
         self,
@@ -463,6 +517,11 @@ class BertModel(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
+        if position_ids is None and self.config.position_offset:
+            # RoBERTa (fairseq make_positions): count real tokens only; padding
+            # gets the padding index position_offset - 1.
+            real = attention_mask.astype(jnp.int32)
+            position_ids = jnp.cumsum(real, axis=-1) * real + (self.config.position_offset - 1)
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
@@ -476,7 +535,9 @@ class BertModel(nn.Module):
         x, per_layer = self.encoder(
             x, mask, segments, deterministic, output_attentions, output_hidden_states
         )
-        out = {"sequence_output": x, "pooled_output": self.pooler(x, cls_positions)}
+        out = {"sequence_output": x}
+        if self.config.use_pooler:
+            out["pooled_output"] = self.pooler(x, cls_positions)
         if output_attentions:
             out["attentions"] = tuple(e["attention"] for e in per_layer)
         if output_hidden_states:

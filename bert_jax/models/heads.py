@@ -26,7 +26,10 @@ class MlmHead(nn.Module):
 
     The decoder reuses the word-embedding table (passed in as `attend`) and
     has its own output bias, as `cls/predictions` in the original
-    `run_pretraining.py`.
+    `run_pretraining.py`. The same math is HF's RoBERTa `lm_head`, DistilBERT's
+    vocab_transform/vocab_layer_norm/vocab_projector and ALBERT's
+    `predictions`, whose dense maps hidden_size down to embedding_size (the
+    width of the tied table; Lan et al. 2020, section 3.1).
     """
 
     config: BertConfig
@@ -34,7 +37,8 @@ class MlmHead(nn.Module):
     @nn.compact
     def __call__(self, x, attend):
         cfg = self.config
-        x = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
+        width = cfg.embedding_width
+        x = _dense(cfg, width, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
         x = _layer_norm(cfg, name="layer_norm")(ACTIVATIONS[cfg.hidden_act](x))
         bias = self.param(
             "bias",
@@ -48,18 +52,39 @@ class MlmHead(nn.Module):
         return logits[..., : cfg.vocab_size]
 
 
+# Classifier.hidden_act values: the activation of a hidden dense before the
+# output one, for encoders without a pooler.
+HIDDEN_ACTS = {"": None, "tanh": jnp.tanh, "relu": nn.relu}
+
+
 class Classifier(nn.Module):
-    """dropout + dense to `num_outputs`; used on pooled or per-token features."""
+    """dropout + dense to `num_outputs`; used on pooled or per-token features.
+
+    With `hidden_act`, first a dense (hidden -> hidden, `hidden`) and that
+    activation: RoBERTa's classification head (Liu et al. 2019; HF
+    `RobertaClassificationHead`: dropout, dense, tanh, dropout, out_proj) or
+    DistilBERT's (Sanh et al. 2019; HF `pre_classifier`, ReLU, dropout,
+    classifier: no dropout before the hidden dense).
+    """
 
     config: BertConfig
     num_outputs: int
     dropout: bool = True
+    hidden_act: str = ""  # a key of HIDDEN_ACTS
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
+        cfg = self.config
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(HIDDEN_ACTS)}")
+        if self.hidden_act:
+            if self.dropout and self.hidden_act == "tanh":
+                x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+            hidden = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="hidden")
+            x = HIDDEN_ACTS[self.hidden_act](hidden(x))
         if self.dropout:
-            x = nn.Dropout(self.config.hidden_dropout)(x, deterministic=deterministic)
-        dense = _dense(self.config, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
+            x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        dense = _dense(cfg, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
         return dense(x).astype(jnp.float32)
 
 
@@ -88,9 +113,11 @@ class BertForPreTraining(nn.Module):
     """
 
     config: BertConfig
-    nsp: bool = True
+    nsp: bool = True  # ALBERT's sentence-order head (SOP, Lan et al. 2020) is this head too
 
     def setup(self):
+        if self.nsp and not self.config.use_pooler:
+            raise ValueError("the NSP/SOP head reads the pooled output: set use_pooler=True")
         self.bert = BertModel(self.config)
         self.mlm = MlmHead(self.config)
         if self.nsp:
@@ -109,28 +136,44 @@ class BertForPreTraining(nn.Module):
         return out
 
 
-def _encode_and_classify(module, features: str, input_ids, token_type_ids, attention_mask, kw):
-    """Encoder, then dropout + dense on `features` ("pooled_output" or "sequence_output")."""
+def _encode_and_classify(
+    module, features: str, input_ids, token_type_ids, attention_mask, kw, hidden_act: str = ""
+):
+    """Encoder, then dropout + dense on `features` ("pooled_output", "sequence_output",
+    or "cls": the first token of the sequence output)."""
     out = BertModel(module.config, name="bert")(
         input_ids, token_type_ids, attention_mask, **_encoder_kwargs(kw)
     )
     det = kw.get("deterministic", True)
-    out["logits"] = Classifier(module.config, module.num_labels, name="classifier")(
-        out[features], det
-    )
+    x = out["sequence_output"][:, 0] if features == "cls" else out[features]
+    out["logits"] = Classifier(
+        module.config, module.num_labels, hidden_act=hidden_act, name="classifier"
+    )(x, det)
     return out
 
 
 class BertForSequenceClassification(nn.Module):
-    """Pooled [CLS] -> dropout -> dense. `num_labels=1` is regression (STS-B)."""
+    """Pooled [CLS] -> dropout -> dense. `num_labels=1` is regression (STS-B).
+
+    With `hidden_act` ("tanh": RoBERTa, "relu": DistilBERT) the head reads the
+    first token's sequence output through its own hidden dense instead of the
+    pooler (see `Classifier`).
+    """
 
     config: BertConfig
     num_labels: int = 2
+    hidden_act: str = ""  # a key of HIDDEN_ACTS
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
+        if not self.hidden_act and not self.config.use_pooler:
+            raise ValueError(
+                "use_pooler=False: give the classifier its own hidden layer "
+                "(hidden_act='tanh' as RoBERTa, 'relu' as DistilBERT)"
+            )
+        features = "cls" if self.hidden_act else "pooled_output"
         return _encode_and_classify(
-            self, "pooled_output", input_ids, token_type_ids, attention_mask, kw
+            self, features, input_ids, token_type_ids, attention_mask, kw, self.hidden_act
         )
 
 
