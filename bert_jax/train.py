@@ -160,6 +160,22 @@ def create_state(model, tx, dummy, shardings, rng) -> TrainState:
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def place_frozen(task: Task, mesh, rng):
+    """(params, shardings) of a task's frozen second model (a distillation teacher,
+    `task.frozen()` -> (model, inputs, params)); (None, None) for other tasks.
+
+    Sharded by the same logical rules as the trained params (planned with
+    `jax.eval_shape`); never trained: no gradient, no optimizer state, not in
+    checkpoints (a resumed run reads them again).
+    """
+    if not hasattr(task, "frozen"):
+        return None, None
+    fmodel, inputs, params = task.frozen()
+    boxed = jax.eval_shape(functools.partial(_init_params, fmodel, inputs), rng)
+    shardings = sharding.params_sharding(boxed, mesh)
+    return jax.device_put(params, shardings), shardings
+
+
 def load_pretrained(
     state: TrainState, path: str, shardings: TrainState, model_config
 ) -> TrainState:
@@ -178,7 +194,7 @@ def load_pretrained(
 # ----------------------------------------------------------------------------
 
 
-def train_step(state: TrainState, batch, *, model, task, tx, schedule, accum: int):
+def train_step(state: TrainState, batch, frozen=None, *, model, task, tx, schedule, accum: int):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params, micro, rng):
@@ -188,6 +204,8 @@ def train_step(state: TrainState, batch, *, model, task, tx, schedule, accum: in
             deterministic=False,
             rngs={"dropout": rng},
         )
+        if frozen is not None:  # a distillation teacher's outputs join the microbatch
+            micro = {**micro, **task.frozen_outputs(frozen, micro)}
         return task.loss(out, micro)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -207,16 +225,18 @@ def train_step(state: TrainState, batch, *, model, task, tx, schedule, accum: in
     return new, metrics
 
 
-def jit_train_step(model, task, tx, schedule, accum: int, state_sh, batch_sh):
+def jit_train_step(model, task, tx, schedule, accum: int, state_sh, batch_sh, frozen_sh=None):
     """`train_step` as the trainer runs it: sharded in and out, the state donated.
 
+    With `frozen_sh` (`place_frozen`) the step takes the frozen params third.
     Also what `bert_jax.bench` times and `bert_jax.aot` compiles for a TPU slice.
     """
+    in_sh = (state_sh, batch_sh) if frozen_sh is None else (state_sh, batch_sh, frozen_sh)
     return jax.jit(
         functools.partial(
             train_step, model=model, task=task, tx=tx, schedule=schedule, accum=accum
         ),
-        in_shardings=(state_sh, batch_sh),
+        in_shardings=in_sh,
         out_shardings=(state_sh, None),
         donate_argnums=0,
     )
@@ -358,6 +378,9 @@ def run(
             state = create_state(model, tx, dummy, state_sh, rng)
             if config.init_checkpoint:
                 state = load_pretrained(state, config.init_checkpoint, state_sh, model.config)
+            if hasattr(task, "initial_params"):  # e.g. a student from its teacher's layers
+                params = task.initial_params(state.params)
+                state = state.replace(params=jax.device_put(params, state_sh.params))
         finished = workdir_config.finished_metrics(wd, resumed, config.num_train_steps)
         if finished is not None:
             logging.info("%s finished at step %d: nothing to do", workdir, resumed)
@@ -369,7 +392,9 @@ def run(
 
         # --- Compiled functions ------------------------------------------
         accum = config.optimizer.grad_accum_steps
-        step_fn = jit_train_step(model, task, tx, schedule, accum, state_sh, batch_sh)
+        frozen, frozen_sh = place_frozen(task, mesh, rng)
+        frozen_args = () if frozen is None else (frozen,)
+        step_fn = jit_train_step(model, task, tx, schedule, accum, state_sh, batch_sh, frozen_sh)
         eval_fn = jit_eval_step(model, task, state_sh, batch_sh)
 
         def run_eval(step) -> tuple[dict[str, float], dict[str, str]]:
@@ -406,7 +431,7 @@ def run(
                 local = next(it)
                 check_token_ids(local, mc)
                 batch = global_batch(local, batch_sh)
-                state, metrics = step_fn(state, batch)
+                state, metrics = step_fn(state, batch, *frozen_args)
                 step += 1
                 bar.update()
                 pending.append(metrics)

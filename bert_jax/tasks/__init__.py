@@ -7,7 +7,7 @@ provide is written down in `bert_jax/tasks/base.py` (`Task`).
 
 from __future__ import annotations
 
-from bert_jax.tasks import classification, multiple_choice, ner, pretraining, squad
+from bert_jax.tasks import classification, distill, multiple_choice, ner, pretraining, squad
 from bert_jax.tasks.base import Task
 
 REGISTRY = {
@@ -17,6 +17,7 @@ REGISTRY = {
     "ner": ner.NerTask,
     "squad": squad.SquadTask,
     "multiple_choice": multiple_choice.MultipleChoiceTask,
+    "distill": distill.DistillTask,
 }
 
 
