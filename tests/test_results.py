@@ -384,6 +384,16 @@ def test_cli_prints_the_table_and_the_skipped(tree, tmp_path):
     assert (tmp_path / "o" / "results.md").exists() and not (tmp_path / "o" / "plots").exists()
 
 
+def test_glue_submission_of_the_best_run(real_sst2, tmp_path):
+    runs, _ = results.load([real_sst2])
+    (sst2,) = results.summarize(runs)
+    assert results.best_run(sst2).workdir == real_sst2
+    (path,) = results.glue_submissions([sst2], str(tmp_path / "submit"))
+    lines = Path(path).read_text().splitlines()
+    assert Path(path).name == "SST-2.tsv" and lines[0] == "index\tprediction"
+    assert len(lines) == 1822 and {x.split("\t")[1] for x in lines[1:]} <= {"0", "1"}
+
+
 def test_overlapping_dirs_count_each_workdir_once(tree):
     runs, skipped = results.load([tree])
     again, skipped_again = results.load([tree / "mrpc_sweep", tree, tree / "sst2"])
