@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from bert_jax.data import tokenizers_from_folder as shared
@@ -25,7 +24,7 @@ from bert_jax.data import tokenizers_from_folder as shared
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
 
 
-class RobertaTokenizer:
+class RobertaTokenizer(shared.PairEncoder):
     """Byte-level BPE tokenizer with RoBERTa's special tokens.
 
     Attributes:
@@ -100,28 +99,6 @@ class RobertaTokenizer:
         if b is not None:
             ids += [self.sep_id, *b, self.sep_id]
         return dict(input_ids=ids, token_type_ids=[0] * len(ids), attention_mask=[1] * len(ids))
-
-    def encode(
-        self, text_a: str, text_b: str | None = None, max_length: int | None = None
-    ) -> dict[str, list[int]]:
-        """<s> a </s> (</s> b </s>), cut to `max_length` as HF's "longest_first"."""
-        texts = [text_a] if text_b is None else [text_a, text_b]
-        ids = self._ids(texts)
-        return self._encode_ids(ids[0], ids[1] if text_b is not None else None, max_length)
-
-    def encode_batch(
-        self,
-        texts_a: Sequence[str],
-        texts_b: Sequence[str] | None = None,
-        max_length: int = 128,
-        pad_to: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Encodes and pads a batch to int32 arrays of shape (B, pad_to or max_length)."""
-        shared.check_pairs(texts_a, texts_b)
-        ids_a = self._ids(texts_a)
-        ids_b = [None] * len(ids_a) if texts_b is None else self._ids(texts_b)
-        encodings = [self._encode_ids(a, b, max_length) for a, b in zip(ids_a, ids_b, strict=True)]
-        return shared.pad_batch(encodings, max_length, pad_to, self.pad_id)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the tokens (bytes decoded as UTF-8), skipping <pad>."""

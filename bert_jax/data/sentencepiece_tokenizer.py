@@ -34,7 +34,6 @@ import os
 import unicodedata
 from collections.abc import Sequence
 
-import numpy as np
 import sentencepiece
 
 from bert_jax.data import tokenizers_from_folder as shared
@@ -71,7 +70,7 @@ def _replace_quotes(chars: list[str], spans: _Spans, pattern: str) -> tuple[list
     return out_chars, out_spans
 
 
-class AlbertTokenizer:
+class AlbertTokenizer(shared.PairEncoder):
     """SentencePiece (unigram) tokenizer with ALBERT's special tokens.
 
     Attributes:
@@ -174,28 +173,6 @@ class AlbertTokenizer:
             ids += [*b, self.sep_id]
             token_type_ids += [1] * (len(b) + 1)
         return dict(input_ids=ids, token_type_ids=token_type_ids, attention_mask=[1] * len(ids))
-
-    def encode(
-        self, text_a: str, text_b: str | None = None, max_length: int | None = None
-    ) -> dict[str, list[int]]:
-        """[CLS] a [SEP] (b [SEP]), cut to `max_length` as HF's "longest_first"."""
-        texts = [text_a] if text_b is None else [text_a, text_b]
-        ids = self._ids(texts)
-        return self._encode_ids(ids[0], ids[1] if text_b is not None else None, max_length)
-
-    def encode_batch(
-        self,
-        texts_a: Sequence[str],
-        texts_b: Sequence[str] | None = None,
-        max_length: int = 128,
-        pad_to: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Encodes and pads a batch to int32 arrays of shape (B, pad_to or max_length)."""
-        shared.check_pairs(texts_a, texts_b)
-        ids_a = self._ids(texts_a)
-        ids_b = [None] * len(ids_a) if texts_b is None else self._ids(texts_b)
-        encodings = [self._encode_ids(a, b, max_length) for a, b in zip(ids_a, ids_b, strict=True)]
-        return shared.pad_batch(encodings, max_length, pad_to, self.pad_id)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the pieces, skipping <pad> ([CLS]/[SEP] are control symbols: empty)."""

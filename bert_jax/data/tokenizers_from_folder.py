@@ -137,3 +137,33 @@ def pad_batch(
 def check_pairs(texts_a: Sequence[str], texts_b: Sequence[str] | None) -> None:
     if texts_b is not None and len(texts_b) != len(texts_a):
         raise ValueError(f"{len(texts_a)} texts_a but {len(texts_b)} texts_b")
+
+
+class PairEncoder:
+    """`encode` and `encode_batch` of the family tokenizers, from their `_ids(texts)`
+    (pieces per text, no specials) and `_encode_ids(a, b, max_length)` (specials,
+    token types and HF's pair truncation, which differ per family)."""
+
+    pad_id: int
+
+    def encode(
+        self, text_a: str, text_b: str | None = None, max_length: int | None = None
+    ) -> dict[str, list[int]]:
+        """One text or pair with the family's special tokens, cut to `max_length`."""
+        texts = [text_a] if text_b is None else [text_a, text_b]
+        ids = self._ids(texts)
+        return self._encode_ids(ids[0], ids[1] if text_b is not None else None, max_length)
+
+    def encode_batch(
+        self,
+        texts_a: Sequence[str],
+        texts_b: Sequence[str] | None = None,
+        max_length: int = 128,
+        pad_to: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Encodes and pads a batch to int32 arrays of shape (B, pad_to or max_length)."""
+        check_pairs(texts_a, texts_b)
+        ids_a = self._ids(texts_a)
+        ids_b = [None] * len(ids_a) if texts_b is None else self._ids(texts_b)
+        encodings = [self._encode_ids(a, b, max_length) for a, b in zip(ids_a, ids_b, strict=True)]
+        return pad_batch(encodings, max_length, pad_to, self.pad_id)
