@@ -32,7 +32,7 @@ import flax.linen as nn
 import numpy as np
 
 from bert_jax import pretrained
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data import tokenizers_from_folder
 
 # Weights are stored rounded to 3 decimals, as integers in thousandths ("123"
 # for 0.123: half the bytes of "0.123"); 0.001 is below what an opacity shows.
@@ -96,7 +96,7 @@ class Attention:
 def attention(
     model: nn.Module,
     params: dict,
-    tokenizer: BertTokenizer,
+    tokenizer,  # any of `tokenizers_from_folder`'s
     text_a: str,
     text_b: str | None = None,
 ) -> Attention:
@@ -124,7 +124,9 @@ def attention(
         output_attentions=True,
     )
     weights = np.stack([np.asarray(a[0], np.float32) for a in out["attentions"]])
-    b_start = enc["token_type_ids"].index(1) if text_b is not None else None
+    b_start = None
+    if text_b is not None:  # after text_a's encoding and the extra separators (RoBERTa's 2)
+        b_start = len(tokenizer.encode(text_a)["input_ids"]) + tokenizer.seps_between_pair - 1
     return Attention(tuple(tokenizer.convert_ids_to_tokens(enc["input_ids"])), weights, b_start)
 
 
@@ -141,12 +143,14 @@ def from_checkpoint(
         a workdir's task.json), else True (uncased BERT).
     """
     d = Path(path)
-    if not (d / "vocab.txt").is_file():
-        raise FileNotFoundError(f"{d / 'vocab.txt'} not found: the tokenizer needs it")
+    try:
+        tokenizers_from_folder.family(d)  # before reading the weights
+    except ValueError as e:
+        raise FileNotFoundError(f"{e}: the tokenizer needs them") from e
     model, params = pretrained.load(d)
     if do_lower_case is None:
         do_lower_case = _stored_lower_case(d)
-    tokenizer = BertTokenizer(str(d / "vocab.txt"), do_lower_case=do_lower_case)
+    tokenizer = tokenizers_from_folder.from_folder(d, do_lower_case)
     return attention(model, params, tokenizer, text_a, text_b)
 
 

@@ -25,13 +25,23 @@ In the trainer::
 Saves are asynchronous: `save` copies the arrays to host memory and returns, the
 files are written by a background thread (so donating the state to the next
 step is safe). The next `save` or `wait`/`close` waits for the previous one.
+
+Faults (docs/reliability.md): `restore_latest` skips a newest checkpoint that
+lacks its commit marker or a file, or cannot be read (a truncated file),
+saying which directory and what is wrong, moves it to
+`<workdir>/bad_checkpoints/` and resumes from the previous one; it never
+starts over silently. A checkpoint of another model is refused
+(`CheckpointMismatchError`), and a failed save (a full disk) raises
+`CheckpointSaveError` naming the step and the intact checkpoint before it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +54,36 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 PyTree = Any
+
+# What every complete step directory holds (orbax writes the commit markers
+# last, just before the rename; on GCS they are the only sign of completion).
+REQUIRED_FILES = (
+    "commit_success.txt",
+    "_CHECKPOINT_METADATA",
+    "state/commit_success.txt",
+    "state/_METADATA",
+    "state/manifest.ocdbt",
+    "data_state/commit_success.txt",
+    "data_state/metadata",
+)
+BAD_DIR = "bad_checkpoints"  # beside checkpoints/: unusable steps are moved here
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tensors do not fit the model's state (another model or config)."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (e.g. a full disk); the earlier ones are untouched."""
+
+
+class NoUsableCheckpointError(RuntimeError):
+    """Every checkpoint in the workdir is damaged: the run refuses to start over by itself."""
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text
 
 
 def _path_str(path) -> str:
@@ -129,6 +169,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, handler_registry=registry
         )
+        self._pending: int | None = None  # the step of the async save in flight
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -169,7 +210,38 @@ class Checkpointer:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), data_state=ocp.args.JsonSave(data_state)
         )
-        return self._manager.save(step, args=args, metrics=tracked, force=force)
+        if not (force or self._manager.should_save(step)):
+            return False
+        # An error of the previous (background) save surfaces here: name its step.
+        self.wait()
+        try:
+            started = self._manager.save(step, args=args, metrics=tracked, force=force)
+        except Exception as e:
+            raise self._save_error(step, e) from e
+        if started:
+            self._pending = step
+        return started
+
+    def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
+        cause, chain = error, []
+        while cause is not None:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        full = any(isinstance(c, OSError) and c.errno == errno.ENOSPC for c in chain)
+        what = "the disk is full (No space left on device)" if full else f"{error!r}"
+        try:
+            good = [s for s in self._manager.all_steps(read=True) if s != step]
+        except Exception:  # noqa: BLE001 - the message matters more than the listing
+            good = []
+        kept = (
+            f"the previous checkpoint {self.directory / str(max(good))} is intact and a "
+            "rerun resumes from it"
+            if good
+            else "no earlier checkpoint exists"
+        )
+        return CheckpointSaveError(
+            f"saving checkpoint step {step} to {self.directory / str(step)} failed: {what}; {kept}"
+        )
 
     def restore(self, abstract_state: PyTree, step: int | None = None) -> tuple[PyTree, Any]:
         """Restores `(state, data_state)` from `step` (default: the latest complete one).
@@ -215,24 +287,125 @@ class Checkpointer:
         ]
         if problems:
             more = [f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else []
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint {self.directory / str(step)} does not fit the model's state "
-                f"({len(problems)} mismatches):\n" + "\n".join(problems[:20] + more)
+                f"({len(problems)} mismatches; first: {problems[0].strip()}); it was written "
+                "for another model or config:\n" + "\n".join(problems[:20] + more)
             )
 
+    def problem(self, step: int) -> str | None:
+        """What makes step `step`'s directory incomplete (a missing commit marker or
+        file), or None. Cheap: no array is read (`restore_latest` reads them)."""
+        d = self.directory / str(step)
+        missing = [f for f in REQUIRED_FILES if not (d / f).exists()]
+        if "commit_success.txt" in missing:
+            return "it has no commit marker (commit_success.txt): its save never finished"
+        if missing:
+            return f"{', '.join(missing)} is missing"
+        return None
+
+    def restore_latest(self, abstract_state: PyTree) -> tuple[int, PyTree, Any]:
+        """`(step, state, data_state)` of the newest usable checkpoint.
+
+        A checkpoint that is incomplete (`problem`) or cannot be read (a file cut
+        short, a corrupt manifest) is logged with its directory and what is wrong,
+        moved to `<workdir>/bad_checkpoints/<step>` (so the resumed run can save
+        that step again) and the previous one is tried.
+
+        Raises:
+          CheckpointMismatchError: a checkpoint of another model (never skipped).
+          NoUsableCheckpointError: no checkpoint is usable (the run does not start
+            from scratch by itself).
+        """
+        failures = []
+        for step in sorted(self.all_steps(), reverse=True):
+            why = self.problem(step)
+            if why is None:
+                try:
+                    state, data_state = self.restore(abstract_state, step)
+                except CheckpointMismatchError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - orbax/TensorStore raise many types
+                    if _out_of_memory(e):  # the machine's fault, not the checkpoint's
+                        raise
+                    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                    why = f"it cannot be read ({type(e).__name__}: {first})"
+                else:
+                    if failures:
+                        logging.warning("resuming from step %d, the newest usable checkpoint", step)
+                    return step, state, data_state
+            failures.append(f"{self.directory / str(step)}: {why}")
+            moved = self._set_aside(step, why)
+            logging.warning(
+                "checkpoint %s is unusable: %s; moved to %s, trying the previous one",
+                self.directory / str(step),
+                why,
+                moved,
+            )
+        raise NoUsableCheckpointError(
+            f"no usable checkpoint in {self.directory} ("
+            + "; ".join(failures)
+            + f"). The damaged ones are in {self.directory.parent / BAD_DIR}. Not starting "
+            "from scratch in a workdir that held a run: use a new workdir to start over"
+        )
+
+    def _set_aside(self, step: int, why: str) -> epath.Path:
+        """Moves step `step` out of checkpoints/ (process 0; every host waits)."""
+        bad = self.directory.parent / BAD_DIR
+        dest = bad / str(step)
+        if jax.process_index() == 0:
+            bad.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                dest = bad / f"{step}.{time.time_ns()}"
+            (self.directory / str(step)).rename(dest)
+            (bad / f"{dest.name}.reason.txt").write_text(why + "\n")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"bert_jax set aside checkpoint {step}")
+        self._manager.reload()
+        return dest
+
     def wait(self) -> None:
-        """Blocks until the pending async save (if any) is on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until the pending async save (if any) is on disk.
+
+        Raises:
+          CheckpointSaveError: the pending save failed (naming its step).
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_error(self._pending, e) from e
 
     def close(self) -> None:
-        """Waits for pending saves and deletions, then releases orbax's threads."""
-        self._manager.close()
+        """Waits for pending saves and deletions, then releases orbax's threads.
+
+        Raises:
+          CheckpointSaveError: the pending save failed (naming its step).
+        """
+        failed = None
+        try:
+            self.wait()
+        except CheckpointSaveError as e:
+            failed = e
+        try:
+            self._manager.close()
+        except Exception:
+            if failed is None:
+                raise
+            logging.warning("closing orbax after the failed save", exc_info=True)
+        if failed is not None:
+            raise failed
 
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # the error in flight is the one to report; a failed save is logged
+            self.close()
+        except Exception as e:  # noqa: BLE001
+            logging.error("%s", e)
 
 
 class PreemptionGuard:
@@ -250,7 +423,8 @@ class PreemptionGuard:
     which `Checkpointer.save` already consults (orbax `PreemptionCheckpointingPolicy`).
 
     Args:
-      signals: which signals to catch; add `signal.SIGINT` to save on Ctrl-C too.
+      signals: which signals to catch; add `signal.SIGINT` to save on Ctrl-C too
+        (the trainer does): a second Ctrl-C then raises KeyboardInterrupt.
     """
 
     def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
@@ -261,8 +435,14 @@ class PreemptionGuard:
 
     def _handle(self, signum, frame) -> None:
         del frame
+        if signum == signal.SIGINT and self._received.is_set():
+            # A second Ctrl-C: stop now, as Python would (orbax removes the
+            # half-written step at the next start).
+            raise KeyboardInterrupt
         self.signum = signum
         self._received.set()
+        if signum == signal.SIGINT:
+            logging.warning("Ctrl-C: saving a checkpoint and stopping (again to stop at once)")
 
     def __enter__(self) -> PreemptionGuard:
         for sig in self._signals:

@@ -24,6 +24,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -137,6 +138,7 @@ def config_from_json(d: dict[str, Any], act_map: dict[str, str], path: epath.Pat
             "hidden_act": d.get("activation", "gelu"),
             "max_position_embeddings": d.get("max_position_embeddings", 512),
             "hidden_dropout_prob": d.get("dropout", 0.1),
+            "classifier_dropout": d.get("seq_classif_dropout"),
             "attention_probs_dropout_prob": d.get("attention_dropout", 0.1),
             "initializer_range": d.get("initializer_range", 0.02),
         }
@@ -177,6 +179,8 @@ def config_from_json(d: dict[str, Any], act_map: dict[str, str], path: epath.Pat
             hidden_dropout=d.get("hidden_dropout_prob", 0.1),
             attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
             initializer_range=d.get("initializer_range", 0.02),
+            # ALBERT's key has a suffix; DistilBERT's was mapped above.
+            classifier_dropout=d.get("classifier_dropout_prob", d.get("classifier_dropout")),
             **family_fields,
         )
     except KeyError as e:
@@ -196,8 +200,13 @@ def hf_family(d: dict[str, Any], path: epath.Path) -> str:
 def _load_safetensors(path: epath.Path) -> dict[str, np.ndarray]:
     from safetensors import numpy as st
 
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (named by model.safetensors.index.json)")
     # Local files are memory-mapped; remote ones (gs://) are read whole.
-    return st.load(path.read_bytes()) if "://" in str(path) else st.load_file(str(path))
+    try:
+        return st.load(path.read_bytes()) if "://" in str(path) else st.load_file(str(path))
+    except Exception as e:  # safetensors raises its own errors, which name no file
+        raise CheckpointError(f"{path}: not a complete safetensors file ({e})") from None
 
 
 def _read_hf_tensors(d: epath.Path) -> tuple[dict[str, np.ndarray], epath.Path]:
@@ -221,7 +230,14 @@ def _read_hf_tensors(d: epath.Path) -> tuple[dict[str, np.ndarray], epath.Path]:
         try:
             sd = torch.load(io.BytesIO(binary.read_bytes()), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises UnpicklingError and others
-            raise CheckpointError(f"{binary}: not a weights-only PyTorch state dict ({e})") from e
+            why = str(e)
+            if "Weights only load failed" in why:  # torch's long advice to unpickle: not taken
+                found = re.search(r"Unsupported global: GLOBAL \S+", why)
+                why = (
+                    f"{found.group(0) if found else 'objects other than tensors'}; refused "
+                    "unread, as unpickling it could run code"
+                )
+            raise CheckpointError(f"{binary}: not a weights-only PyTorch state dict ({why})") from e
         return {k: v.float().numpy() for k, v in sd.items()}, binary
     raise FileNotFoundError(
         f"{d}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin"
@@ -438,8 +454,13 @@ def read_bert_jax(d: epath.Path):
         raise CheckpointError(f"{d / BERT_JAX_FILE}: bad config ({e})") from e
     _check_vocab(d, config)
     model = cls(config, **meta.get("model_kwargs", {}))
-    params = ocp.StandardCheckpointer().restore(d / "params")
-    params = jax.tree.map(np.asarray, params)
+    try:
+        params = ocp.StandardCheckpointer().restore(d / "params")
+        params = jax.tree.map(np.asarray, params)
+    except Exception as e:  # orbax and tensorstore raise many types; their messages vary
+        raise CheckpointError(
+            f"{d / 'params'}: cannot read the parameters ({type(e).__name__}: {e})"
+        ) from e
     expected = expected_shapes(model)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     got = {tuple(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
@@ -520,9 +541,10 @@ def read(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         prefix = _tf_checkpoint_prefix(d)
         try:
             reader = tf.train.load_checkpoint(prefix)
+            # Tensors are read here: a truncated data file fails now (IndexError, ...).
+            tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
         except Exception as e:  # TF raises several error types for corrupt files
             raise CheckpointError(f"{prefix}: cannot read TF checkpoint ({e})") from e
-        tensors = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
         model, params = _assemble(tensors, "tf", config, epath.Path(prefix + ".index"), [])
     return model, params
 

@@ -69,7 +69,6 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -80,8 +79,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from bert_jax import pretrained, progress, sharding
-from bert_jax.data import files
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data import bad_input, files, tokenizers_from_folder
 from bert_jax.models.bert import BertModel
 
 POOLINGS = ("mean", "cls", "max")
@@ -223,8 +221,10 @@ class Embedder:
         d = epath.Path(checkpoint)
         if not d.is_dir():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such directory")
-        if not (d / "vocab.txt").is_file():
-            raise FileNotFoundError(f"--checkpoint: {d / 'vocab.txt'} not found (the tokenizer)")
+        try:
+            tokenizers_from_folder.family(d)  # before reading the weights
+        except ValueError as e:
+            raise FileNotFoundError(f"--checkpoint: {e} (the tokenizer)") from e
         config = pretrained.load_config(d)  # validate before reading the weights
         if not 2 < max_length <= config.max_position_embeddings:
             raise ValueError(
@@ -247,7 +247,7 @@ class Embedder:
         self.model = BertModel(config)
         if do_lower_case is None:
             do_lower_case = _stored_lower_case(d)
-        self.tokenizer = BertTokenizer(str(d / "vocab.txt"), do_lower_case=do_lower_case)
+        self.tokenizer = tokenizers_from_folder.from_folder(d, do_lower_case)
         self.pooling, self.layer_mode, self.normalize = pooling, layer_mode, normalize
         self.max_length = max_length
         width = len(self.layers) if layer_mode == "concat" else 1
@@ -430,7 +430,7 @@ def run(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    with bad_input.command_errors("bert_jax.embed"):
         vectors = run(
             FLAGS.checkpoint,
             FLAGS.input,
@@ -444,8 +444,6 @@ def main(argv):
             max_length=FLAGS.max_length,
             batch_size=FLAGS.batch_size,
         )
-    except (ValueError, FileNotFoundError, pretrained.CheckpointError) as e:
-        sys.exit(f"bert_jax.embed: error: {e}")
     extra = f" and {FLAGS.tokens}" if FLAGS.tokens else ""
     print(f"wrote {FLAGS.output} {vectors.shape}{extra}")
 

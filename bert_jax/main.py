@@ -14,11 +14,14 @@ TPU VMs and Slurm jax finds the coordinator by itself, elsewhere give
 --coordinator_address, --num_processes and --process_id.
 """
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert_jax import train
+from bert_jax.data import bad_input
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -51,9 +54,25 @@ def main(argv):
         jax.local_device_count(),
         jax.device_count(),
     )
-    train.run(FLAGS.config, FLAGS.workdir, allow_config_changes=FLAGS.allow_config_changes)
+    # Bad input (a config value, a data file, a workdir): one line naming it.
+    with bad_input.command_errors("bert_jax.main"):
+        train.run(FLAGS.config, FLAGS.workdir, allow_config_changes=FLAGS.allow_config_changes)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad `--config.<key>` override as one message, no traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # config_flags raises these for an unknown key ("Did you mean ...") or a value
+        # of the wrong type; the message names the key.
+        why = e
+        while isinstance(why, BaseException) and why.args:  # AttributeError(KeyError(msg))
+            why = why.args[0]
+        why = str(why).replace("\n", ": ")
+        sys.exit(f"bert_jax.main: error: a --config override: unknown or bad key {why}")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

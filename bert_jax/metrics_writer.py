@@ -23,23 +23,37 @@ class MetricWriter:
         later steps, written by an earlier process that stopped after its
         last checkpoint, are dropped: the resumed run writes them again, so
         metrics.jsonl holds every step once.
+      redo_evals: the resumed run evaluates `resume_step` again (it is the
+        final step, whose eval follows the loop): its eval rows are dropped too.
     """
 
-    def __init__(self, workdir: str, start_time: float | None = None, resume_step: int = 0):
+    def __init__(
+        self,
+        workdir: str,
+        start_time: float | None = None,
+        resume_step: int = 0,
+        redo_evals: bool = False,
+    ):
         self.enabled = jax.process_index() == 0
         self.start = start_time if start_time is not None else time.time()
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.workdir = str(workdir)
         self._tb = None  # made at the first row: a run that writes none leaves no event file
         if self.enabled:
-            self._drop_rows_after(resume_step)
+            self._drop_rows_after(resume_step, redo_evals)
 
-    def _drop_rows_after(self, step: int) -> None:
+    def _drop_rows_after(self, step: int, redo_evals: bool) -> None:
         if not self.path.exists():
             return
         lines = self.path.read_text().splitlines()
-        # A torn last line (process killed mid-write) is dropped too.
-        keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+
+        def kept(line: str) -> bool:
+            s = _row_step(line)  # None: a torn last line (process killed mid-write)
+            if s is None or s > step:
+                return False
+            return not (redo_evals and s == step and '"eval/' in line)
+
+        keep = [line for line in lines if kept(line)]
         if len(keep) != len(lines):
             with files.atomic_write(os.fspath(self.path)) as f:
                 f.write("".join(line + "\n" for line in keep).encode("utf-8"))

@@ -29,8 +29,8 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from bert_jax import pretrained, progress, tasks
-from bert_jax.data import glue
+from bert_jax import checkpoint_formats, pretrained, progress, tasks
+from bert_jax.data import bad_input, files, glue
 from bert_jax.metrics import glue as glue_metrics
 
 FLAGS = flags.FLAGS
@@ -55,7 +55,7 @@ class Predictor:
     """A workdir as a function from inputs (strings) to JSON-able results.
 
     Builds the run's task from its config.json without reading any dataset,
-    with the tokenizer and labels the run stored (vocab.txt, task.json), and
+    with the tokenizer and labels the run stored (its tokenizer files, task.json), and
     the model from its newest checkpoint.
     """
 
@@ -64,10 +64,15 @@ class Predictor:
         for name in ("config.json", "task.json"):
             if not (wd / name).exists():
                 raise FileNotFoundError(f"{wd / name} not found: is {wd} a bert_jax workdir?")
-        info = json.loads((wd / "task.json").read_text())
-        self.config = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
+        info = checkpoint_formats.read_json(wd / "task.json")
+        self.config = ml_collections.ConfigDict(checkpoint_formats.read_json(wd / "config.json"))
         if (wd / "vocab.txt").exists():
             self.config.data.vocab_file = str(wd / "vocab.txt")
+            self.config.data.do_lower_case = info.get("do_lower_case", True)
+        elif any((wd / f).exists() for f in ("spiece.model", "vocab.json")):
+            # An ALBERT or RoBERTa run: the workdir holds that tokenizer's files.
+            self.config.data.vocab_file = ""
+            self.config.data.tokenizer_dir = str(wd)
             self.config.data.do_lower_case = info.get("do_lower_case", True)
         if "labels" in self.config.data and info.get("labels"):
             self.config.data.labels = tuple(info["labels"])  # as trained, not re-read
@@ -111,25 +116,37 @@ def glue_submission(predictor: Predictor, out_dir: str, batch_size: int = 64) ->
     return written
 
 
+def read_inputs(path: str) -> list[str]:
+    """The non-blank lines of an --input file; a line that is not UTF-8 names file and line."""
+    lines = []
+    try:
+        for number, line in files.numbered_lines(path):
+            if isinstance(line, UnicodeDecodeError):
+                raise ValueError(f"--input {path}:{number}: not UTF-8 ({line.reason})")
+            if line.strip():
+                lines.append(line)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--input {path}: no such file") from None
+    return lines
+
+
 def _inputs() -> list[str]:
-    lines = list(FLAGS.text)
-    if FLAGS.input:
-        with open(FLAGS.input, encoding="utf-8") as f:
-            lines += [line.rstrip("\n") for line in f if line.strip()]
+    lines = list(FLAGS.text) + (read_inputs(FLAGS.input) if FLAGS.input else [])
     if not lines:
-        raise app.UsageError("give --text or --input")
+        raise app.UsageError("give --text or --input (with a non-blank line)")
     return lines
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    predictor = Predictor(FLAGS.workdir)
+    with bad_input.command_errors("bert_jax.predict"):
+        lines = [] if FLAGS.glue_submission else _inputs()  # bad input before the model loads
+        predictor = Predictor(FLAGS.workdir)
     if FLAGS.glue_submission:
         for path in glue_submission(predictor, FLAGS.glue_submission, FLAGS.batch_size):
             print(f"wrote {path}")
         return
-    lines = _inputs()
     starts = range(0, len(lines), FLAGS.batch_size)
     for i in progress.bar(starts, desc="predict", unit="batch"):
         rows = predictor(lines[i : i + FLAGS.batch_size])

@@ -120,7 +120,9 @@ def load_into(
 
     * every encoder parameter (under `bert`) must load: a missing one, one of
       another shape, or an encoder parameter of the checkpoint the target
-      lacks is an error naming each (with both shapes);
+      lacks is an error naming each (with both shapes). The pooler is the
+      exception: a checkpoint without one (masked-LM models save none) leaves
+      the target's fresh, and one the target lacks is reported unused;
     * a head (a top-level key other than `bert`) loads whole when the
       checkpoint has it with the same shapes; it stays as initialised in
       `target` only when the checkpoint has no such head or its shapes differ
@@ -159,16 +161,23 @@ def load_into(
     _check_sharing(path, source["bert"], target_bert)
     have = _flat({**source, "bert": _encoder_layout(source["bert"], target_bert)})
     problems, fresh, out = [], {}, {}
+    pooler = ("bert", "pooler")
+    no_pooler = not any(k[:2] == pooler for k in have)
     for key in sorted(k for k in want if k[0] == "bert"):
         got, shape = have.get(key), tuple(want[key].shape)
-        if got is None:
+        if got is None and key[:2] == pooler and no_pooler and not _is_shape(want[key]):
+            # A masked-LM checkpoint saves no pooler (HF add_pooling_layer=False):
+            # a classifier reading one starts it fresh, as HF's do.
+            out[key], fresh[_name(key)] = want[key], "the checkpoint has no pooler"
+        elif got is None:
             problems.append(f"{_name(key)}: not in the checkpoint")
         elif got.shape != shape:
             problems.append(f"{_name(key)}: checkpoint {got.shape} vs model {shape}")
         else:
             out[key] = np.asarray(got, want[key].dtype)
-    extra = sorted(k for k in have if k[0] == "bert" and k not in want)
+    extra = sorted(k for k in have if k[0] == "bert" and k not in want and k[:2] != pooler)
     problems += [f"{_name(k)}: in the checkpoint, not in the model" for k in extra]
+    unused_pooler = ["bert/pooler"] if any(k[:2] == pooler and k not in want for k in have) else []
     for head in sorted({k[0] for k in want} - {"bert"}):
         mine = {k: v for k, v in want.items() if k[0] == head}
         theirs = {k: v for k, v in have.items() if k[0] == head}
@@ -188,7 +197,7 @@ def load_into(
         for k, leaf in mine.items():
             if reason is None:
                 out[k] = np.asarray(theirs[k], leaf.dtype)
-            elif isinstance(leaf, jax.ShapeDtypeStruct):
+            elif _is_shape(leaf):
                 problems.append(f"{_name(k)}: {reason}, and the target has no value")
             else:
                 out[k], fresh[_name(k)] = leaf, reason
@@ -200,9 +209,14 @@ def load_into(
         )
     params = formats.unflatten(out)
     loaded = tuple(_name(k) for k in want if _name(k) not in fresh)
-    unused = tuple(sorted({k[0] for k in have} - {k[0] for k in want}))
+    unused = tuple(sorted({k[0] for k in have} - {k[0] for k in want})) + tuple(unused_pooler)
     report = LoadReport(str(path), loaded, fresh, unused)
     return (params["bert"] if bare else params), report
+
+
+def _is_shape(leaf) -> bool:
+    """A target leaf given as a shape only (it must load: no value to keep)."""
+    return isinstance(leaf, jax.ShapeDtypeStruct)
 
 
 def _name(key: tuple[str, ...]) -> str:
@@ -313,7 +327,10 @@ def hf_config(c: BertConfig, architecture: str, num_labels: int | None) -> dict[
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
     }
+    if c.classifier_dropout is not None:
+        out["classifier_dropout"] = c.classifier_dropout
     if family == "albert":
+        out["classifier_dropout_prob"] = out.pop("classifier_dropout", c.hidden_dropout)
         out["embedding_size"] = c.embedding_size
         out["num_hidden_groups"] = 1 if c.share_layers else c.num_layers
         out["inner_group_num"] = 1
@@ -343,6 +360,7 @@ def _distilbert_config(c: BertConfig, bert: dict[str, Any]) -> dict[str, Any]:
         "activation": bert["hidden_act"],
         "dropout": c.hidden_dropout,
         "attention_dropout": c.attention_dropout,
+        "seq_classif_dropout": bert.get("classifier_dropout", c.hidden_dropout),
         "max_position_embeddings": c.max_position_embeddings,
         "initializer_range": c.initializer_range,
         "sinusoidal_pos_embds": False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import time
 from typing import Any
 
@@ -27,7 +28,17 @@ from etils import epath
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import checkpoint, flops, optim, pretrained, progress, sharding, tasks, workdir_config
+from bert_jax import (
+    checkpoint,
+    config_checks,
+    flops,
+    optim,
+    pretrained,
+    progress,
+    sharding,
+    tasks,
+    workdir_config,
+)
 from bert_jax.metrics_writer import MetricWriter
 from bert_jax.tasks.base import EvalResult, EvalSet, Task
 
@@ -194,7 +205,18 @@ def load_pretrained(
 # ----------------------------------------------------------------------------
 
 
-def train_step(state: TrainState, batch, frozen=None, *, model, task, tx, schedule, accum: int):
+def train_step(
+    state: TrainState,
+    batch,
+    frozen=None,
+    *,
+    model,
+    task,
+    tx,
+    schedule,
+    accum: int,
+    skip_nonfinite: bool = False,
+):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params, micro, rng):
@@ -212,30 +234,61 @@ def train_step(state: TrainState, batch, frozen=None, *, model, task, tx, schedu
     (loss, parts), grads = optim.accumulate_gradients(grad_fn, state.params, batch, accum, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    # A NaN/inf loss or gradient (the norm is NaN/inf if any element is).
+    nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    if skip_nonfinite:  # config.skip_nonfinite_updates: keep the state as it was
+        params, opt_state = keep_if_nonfinite(
+            nonfinite, (params, opt_state), (state.params, state.opt_state)
+        )
     metrics = {
         "loss": loss,
         **parts,
         "learning_rate": schedule(state.step),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
         "param_norm": optax.global_norm(params),
         # Real tokens etc., for perf/ metrics (flops.train_flops); not a train/ metric.
         "cost": flops.token_counts(task.model_inputs(batch)),
+        "nonfinite": nonfinite,  # read on the host (check_finite, log_row)
     }
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new, metrics
 
 
-def jit_train_step(model, task, tx, schedule, accum: int, state_sh, batch_sh, frozen_sh=None):
+def keep_if_nonfinite(nonfinite: jax.Array, new, old):
+    """`old` where the step was not finite, else `new` (optax.apply_if_finite's
+    rule, without its give-up count, over params and optimizer state alike)."""
+    return jax.tree.map(lambda n, o: jnp.where(nonfinite, o, n), new, old)
+
+
+def jit_train_step(
+    model,
+    task,
+    tx,
+    schedule,
+    accum: int,
+    state_sh,
+    batch_sh,
+    frozen_sh=None,
+    skip_nonfinite: bool = False,
+):
     """`train_step` as the trainer runs it: sharded in and out, the state donated.
 
     With `frozen_sh` (`place_frozen`) the step takes the frozen params third.
     Also what `bert_jax.bench` times and `bert_jax.aot` compiles for a TPU slice.
     """
     in_sh = (state_sh, batch_sh) if frozen_sh is None else (state_sh, batch_sh, frozen_sh)
+    step = functools.partial(
+        train_step,
+        model=model,
+        task=task,
+        tx=tx,
+        schedule=schedule,
+        accum=accum,
+        skip_nonfinite=skip_nonfinite,
+    )
     return jax.jit(
-        functools.partial(
-            train_step, model=model, task=task, tx=tx, schedule=schedule, accum=accum
-        ),
+        step,
         in_shardings=in_sh,
         out_shardings=(state_sh, None),
         donate_argnums=0,
@@ -256,7 +309,9 @@ def eval_step(params, batch, *, model, task):
     return task.eval_stats(out, batch)
 
 
-def evaluate(eval_fn, params, eval_set: EvalSet, batch_sharding) -> dict[str, Any]:
+def evaluate(
+    eval_fn, params, eval_set: EvalSet, batch_sharding, model_config=None
+) -> dict[str, Any]:
     """One pass over a held-out set: the task's `eval_stats` summed (scalars:
     counts, loss sums) or concatenated (per-example arrays: predictions and
     labels for metrics that do not decompose, like MCC or Spearman)."""
@@ -268,7 +323,9 @@ def evaluate(eval_fn, params, eval_set: EvalSet, batch_sharding) -> dict[str, An
         desc=f"eval{eval_set.suffix}",
         unit="batch",
     )
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        if model_config is not None:
+            check_token_ids(batch, model_config, f"eval{eval_set.suffix} batch {i}")
         out = jax.device_get(eval_fn(params, global_batch(batch, batch_sharding)))
         for k, v in out.items():
             v = np.asarray(v)
@@ -279,18 +336,58 @@ def evaluate(eval_fn, params, eval_set: EvalSet, batch_sharding) -> dict[str, An
     return sums | {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def check_token_ids(local: dict[str, np.ndarray], model_config) -> None:
-    """Ids past the embedding tables would not fail: XLA gathers NaN for them."""
+def check_token_ids(local: dict[str, np.ndarray], model_config, where: str = "") -> None:
+    """Ids outside the embedding tables would not fail: XLA gathers NaN for them.
+
+    Run on every batch on the host (a min and a max over host-local ints: cheap
+    beside the step), so a bad row anywhere in the data is caught where it is.
+    """
     for key, size, setting in (
         ("input_ids", model_config.vocab_size, "vocab_size"),
         ("token_type_ids", model_config.type_vocab_size, "type_vocab_size"),
     ):
-        if key in local and local[key].size and int(local[key].max()) >= size:
+        if key not in local or not np.size(local[key]):
+            continue
+        hi, lo = int(np.max(local[key])), int(np.min(local[key]))
+        at = f" ({where})" if where else ""
+        if lo < 0:
+            raise ValueError(f"the data has a negative {key} ({lo}){at}")
+        if hi >= size:
             raise ValueError(
-                f"the training data has {key} up to {int(local[key].max())} but "
-                f"model.{setting} is {size}: the data was made with another vocabulary "
-                "than the model's (match model.vocab_size, data.vocab_file or init_checkpoint)"
+                f"the data has {key} up to {hi} but model.{setting} is {size}{at}: "
+                "the data was made with another vocabulary than the model's (match "
+                "model.vocab_size, data.vocab_file or init_checkpoint)"
             )
+
+
+def check_finite(rows: list[dict], last_step: int, skip_nonfinite: bool) -> None:
+    """Stops the run at a non-finite loss or gradient (or parameters), naming the step.
+
+    `rows` are the host values of `train_step`'s metrics for the steps up to
+    `last_step`. With `skip_nonfinite` (config.skip_nonfinite_updates) such
+    steps left the state as it was, so only non-finite parameters stop the run.
+    """
+    first = last_step - len(rows) + 1
+    for i, r in enumerate(rows):
+        k = first + i
+        if skip_nonfinite or not r["nonfinite"]:
+            if not np.isfinite(r["param_norm"]):  # a finite update that overflowed
+                raise FloatingPointError(
+                    f"train/param_norm is {r['param_norm']} at step {k}: its update made the "
+                    f"parameters non-finite; nothing after step {k - 1} is saved. Lower "
+                    "optimizer.learning_rate"
+                )
+            continue
+        what = (
+            f"train/loss is {r['loss']}"
+            if not np.isfinite(r["loss"])
+            else f"the gradient norm is {r['grad_norm']} (train/loss {r['loss']})"
+        )
+        raise FloatingPointError(
+            f"{what} at step {k} (steps {first}..{last_step} checked); nothing after step "
+            f"{k - 1} is saved. Lower optimizer.learning_rate, check the data, or set "
+            "skip_nonfinite_updates=True to skip such steps"
+        )
 
 
 def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -301,11 +398,18 @@ def global_batch(local: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.
     }
 
 
-def log_row(rows: list[dict], seconds: float, model_config) -> dict:
+def log_row(rows: list[dict], seconds: float, model_config, skipped_updates: bool = False) -> dict:
     """The train/ and perf/ metrics of the steps since the last log row (host values
-    of `train_step`'s metrics). MFU counts real tokens (`bert_jax.flops`)."""
+    of `train_step`'s metrics). MFU counts real tokens (`bert_jax.flops`).
+    `skipped_updates`: add train/skipped_updates, the steps of these rows whose
+    update was skipped as non-finite (config.skip_nonfinite_updates)."""
     costs = [r["cost"] for r in rows]
-    m = {f"train/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "cost"}
+    # Skipped (non-finite) steps, if any, are counted and left out of the means.
+    finite = [r for r in rows if not r.get("nonfinite", False)]
+    keys = [k for k in rows[0] if k not in ("cost", "nonfinite")] if finite else []
+    m = {f"train/{k}": float(np.mean([r[k] for r in finite])) for k in keys}
+    if skipped_updates:
+        m["train/skipped_updates"] = float(len(rows) - len(finite))
     m["train/learning_rate"] = float(rows[-1]["learning_rate"])
     m["perf/steps_per_second"] = len(rows) / seconds
     m["perf/tokens_per_second"] = sum(float(c["tokens"]) for c in costs) / seconds
@@ -343,6 +447,7 @@ def run(
     """
     start = time.time()
     # --- Setup: everything checked before anything is written ----------
+    config_checks.check(config)
     check_init_checkpoint(config)
     task = task or tasks.get(config)
     model = task.model()
@@ -363,13 +468,17 @@ def run(
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
 
-    with ckpt, sharding.activate(mesh):
+    # SIGTERM (preemption) and a first Ctrl-C save and stop at the next step;
+    # the guard outlives the checkpointer, whose close waits for the last save.
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    with checkpoint.PreemptionGuard(stop_signals) as guard, ckpt, sharding.activate(mesh):
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
         abstract, state_sh = plan_state(model, tx, dummy, mesh, rng)
         if resumed is not None:
-            state, data_states = ckpt.restore(abstract)
+            # The newest usable checkpoint: damaged ones are logged and set aside.
+            resumed, state, data_states = ckpt.restore_latest(abstract)
             # Every host's state was saved; each source takes its own part
             # (a data shard may have moved host if the host count changed).
             train_source.set_state({k: v for d in data_states for k, v in d.items()})
@@ -394,13 +503,16 @@ def run(
         accum = config.optimizer.grad_accum_steps
         frozen, frozen_sh = place_frozen(task, mesh, rng)
         frozen_args = () if frozen is None else (frozen,)
-        step_fn = jit_train_step(model, task, tx, schedule, accum, state_sh, batch_sh, frozen_sh)
+        skip = config.get("skip_nonfinite_updates", False)
+        step_fn = jit_train_step(
+            model, task, tx, schedule, accum, state_sh, batch_sh, frozen_sh, skip_nonfinite=skip
+        )
         eval_fn = jit_eval_step(model, task, state_sh, batch_sh)
 
         def run_eval(step) -> tuple[dict[str, float], dict[str, str]]:
             metrics, files = {}, {}
             for eval_set in eval_sets:
-                stats = evaluate(eval_fn, state.params, eval_set, batch_sh)
+                stats = evaluate(eval_fn, state.params, eval_set, batch_sh, model.config)
                 result: EvalResult = task.finalize(eval_set, stats)
                 metrics |= {f"eval/{k}{eval_set.suffix}": v for k, v in result.metrics.items()}
                 files |= result.files
@@ -420,16 +532,18 @@ def run(
         t_log, pending = time.time(), []
         stopped = False
         mc = model.config
+        # A run resumed at its last step (stopped between the final checkpoint and
+        # results.json) evaluates that step again: its old eval rows go.
+        final = first == config.num_train_steps
         with (
-            MetricWriter(workdir, start, resume_step=first) as writer,
-            checkpoint.PreemptionGuard() as guard,
+            MetricWriter(workdir, start, resume_step=first, redo_evals=final) as writer,
             progress.bar(
                 total=config.num_train_steps, initial=first, desc="train", unit="step"
             ) as bar,
         ):
             while step < config.num_train_steps:
                 local = next(it)
-                check_token_ids(local, mc)
+                check_token_ids(local, mc, f"the batch of step {step + 1}")
                 batch = global_batch(local, batch_sh)
                 state, metrics = step_fn(state, batch, *frozen_args)
                 step += 1
@@ -437,20 +551,16 @@ def run(
                 pending.append(metrics)
                 if step % config.log_every == 0 or step == config.num_train_steps:
                     rows = jax.device_get(pending)
-                    m = log_row(rows, max(time.time() - t_log, 1e-9), mc)
-                    if not np.isfinite(m["train/loss"]):
-                        # Nothing good comes after: stop rather than train on NaN.
-                        raise FloatingPointError(
-                            f"train/loss is {m['train/loss']} at step {step} (steps "
-                            f"{step - len(rows) + 1}..{step}); lower optimizer.learning_rate "
-                            "or check the data"
-                        )
+                    # Nothing good comes after a NaN: stop rather than train on it.
+                    check_finite(rows, step, skip)
+                    m = log_row(rows, max(time.time() - t_log, 1e-9), mc, skipped_updates=skip)
                     writer.write(step, m)
-                    bar.set_postfix_str(f"loss {m['train/loss']:.4f}", refresh=False)
+                    loss = f"loss {m['train/loss']:.4f}" if "train/loss" in m else "skipped"
+                    bar.set_postfix_str(loss, refresh=False)
                     if jax.process_index() == 0:
                         eta = (config.num_train_steps - step) / m["perf/steps_per_second"]
                         progress.write(
-                            f"step {step}/{config.num_train_steps} loss {m['train/loss']:.4f} "
+                            f"step {step}/{config.num_train_steps} {loss} "
                             f"{m['perf/steps_per_second']:.2f} steps/s eta {eta:.0f}s"
                         )
                     t_log, pending = time.time(), []
@@ -463,6 +573,8 @@ def run(
                 stopped = guard.should_stop()
                 # The last step is saved after the final eval, with its metrics.
                 if stopped or (ckpt.should_save(step) and step < config.num_train_steps):
+                    # A state after a non-finite step never replaces a good checkpoint.
+                    check_finite(jax.device_get(pending), step, skip)
                     save(step, eval_metrics, force=stopped)
                 if stopped:
                     logging.warning("preemption signal: saved step %d, exiting", step)
@@ -480,8 +592,9 @@ def run(
 
 
 def write_task_info(wd: epath.Path, task: Task, model) -> None:
-    """task.json (model class, architecture, labels) and vocab.txt, so the
-    workdir alone serves `pretrained.load` and `bert_jax.predict`."""
+    """task.json (model class, architecture, labels) and the tokenizer's files
+    (vocab.txt, spiece.model or vocab.json + merges.txt), so the workdir alone
+    serves `pretrained.load`, `bert_jax.predict` and `bert_jax.embed`."""
     info = {
         "model": type(model).__name__,
         "config": model.config.to_dict(),
@@ -491,9 +604,7 @@ def write_task_info(wd: epath.Path, task: Task, model) -> None:
     tok = task.tokenizer()
     if tok is not None:
         info["do_lower_case"] = tok.do_lower_case
-        (wd / "vocab.txt").write_text(
-            "".join(t + "\n" for t in tok.convert_ids_to_tokens(range(tok.vocab_size)))
-        )
+        tok.save(wd)
     (wd / "task.json").write_text(json.dumps(info, indent=2))
 
 

@@ -44,6 +44,7 @@ SAFE_CHANGES = (
     "data.eval_files",
     "data.embedded_dir",
     "data.vocab_file",
+    "data.tokenizer_dir",
 )
 
 
@@ -102,12 +103,30 @@ def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def differences(stored: dict[str, Any], config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted key -> (stored value, new value) for every key that differs."""
     a, b = _flat(stored), _flat(config)
-    missing = "<absent>"
     return {
-        k: (a.get(k, missing), b.get(k, missing))
+        k: (a.get(k, ABSENT), b.get(k, ABSENT))
         for k in sorted(a.keys() | b.keys())
-        if a.get(k, missing) != b.get(k, missing)
+        if a.get(k, ABSENT) != b.get(k, ABSENT)
     }
+
+
+ABSENT = "<absent>"  # a key one of two configs lacks, in `differences`
+
+# Keys added after workdirs were first written, with the value that does what
+# those runs did: a stored config.json without the key resumes when the new
+# config holds that value (any other value is a change, as for any key).
+ADDED_KEYS = {
+    "skip_nonfinite_updates": False,  # issue 13
+    "data.tokenizer_dir": "",  # issue 12
+    "data.objective": "nsp",
+    "data.max_ngram": 1,
+    "model.embedding_size": None,
+    "model.share_layers": None,
+    "model.position_offset": None,
+    "model.use_token_type_embeddings": None,
+    "model.use_pooler": None,
+    "model.classifier_dropout": None,
+}
 
 
 def holds_run(wd: epath.Path, latest_step: int | None) -> bool:
@@ -130,6 +149,7 @@ def check_resume(
     if not holds_run(wd, latest_step) or not path.exists():
         return {}
     diff = differences(json.loads(path.read_text()), as_json(config))
+    diff = {k: v for k, v in diff.items() if not (k in ADDED_KEYS and v == (ABSENT, ADDED_KEYS[k]))}
     if not diff:
         return {}
     shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())

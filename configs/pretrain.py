@@ -2,7 +2,7 @@
 
 Arguments: `model=tiny|mini|small|medium|base|large` (default base; large
 for MLPerf; tiny for the laptop variant), `phase=1|2`,
-`recipe=bert|roberta|mlperf`, `pack=K` (records packed up to K examples a
+`recipe=bert|roberta|albert|mlperf`, `pack=K` (records packed up to K examples a
 row by `python -m bert_jax.data.pack_records`; the tiny variant packs its
 own), and `tiny` (or `runlocal`) for a laptop-sized run (data, batch and
 steps; an explicit `model=` is kept). Launch:
@@ -29,6 +29,14 @@ Expected results, with their sources:
     NSP, dynamic masking, full sentences packed to 512 across documents
     (create_pretraining_data --dynamic --objective=none), batch 8k, peak lr
     6e-4 (base), b2 0.98, 24k warmup steps, 500k steps.
+  * recipe=albert (Lan et al. 2020, ALBERT, sections 3.1, 4.1 and 4.2;
+    google-research/albert run_pretraining.py flags): ALBERT-base's
+    encoder (factorised 128-wide embeddings, all 12 layers sharing one,
+    gelu_new), sentence-order prediction instead of NSP, n-gram masking with
+    n <= 3 (create_pretraining_data --objective=sop --max_ngram=3), length
+    512 with 20 predictions, LAMB at lr 0.00176, batch 4096, 125k steps,
+    3,125 warmup steps. ALBERT-base (v1) then reaches SQuAD v1.1 89.3/82.3,
+    MNLI 81.6, SST-2 90.3, average 80.1 (paper Table 2; REFERENCES.md).
   * recipe=mlperf (MLPerf Training BERT, mlcommons/training
     language_model/tensorflow/bert; REFERENCES.md): BERT-large, length 512,
     76 predictions, LAMB, starts from the reference checkpoint (MLM accuracy
@@ -46,8 +54,8 @@ from bert_jax.configs import common
 
 def get_config(arg: str | None = None):
     a = common.parse_arg(arg, model="", phase=1, recipe="bert", pack=0, tiny=False, runlocal=False)
-    if a.recipe not in ("bert", "roberta", "mlperf"):
-        raise ValueError(f"recipe={a.recipe!r}: choose bert, roberta or mlperf")
+    if a.recipe not in ("bert", "roberta", "albert", "mlperf"):
+        raise ValueError(f"recipe={a.recipe!r}: choose bert, roberta, albert or mlperf")
     if a.phase not in (1, 2):
         raise ValueError(f"phase={a.phase}: choose 1 or 2")
     laptop = a.tiny or a.runlocal
@@ -73,6 +81,10 @@ def get_config(arg: str | None = None):
     # a row with max_predictions_per_seq masked positions). Arg `pack=K`.
     c.data.examples_per_row = 0
     c.data.shuffle_buffer = 10_000
+    # The recipe of "embedded" data (`RecipeConfig.objective`, `max_ngram`);
+    # records from files carry what create_pretraining_data was given.
+    c.data.objective = "nsp"
+    c.data.max_ngram = 1
     c.best_metric = "eval/mlm_accuracy"
     c.log_every = 100
     c.eval_every = 10_000
@@ -91,6 +103,14 @@ def get_config(arg: str | None = None):
         c.nsp = False
         c.max_seq_length, c.num_train_steps, c.train_batch_size = 512, 500_000, 8192
         c.optimizer.learning_rate, c.optimizer.warmup_steps, c.optimizer.b2 = 6e-4, 24_000, 0.98
+    elif a.recipe == "albert":
+        c.model.embedding_size, c.model.share_layers = 128, True
+        c.model.hidden_act = "gelu_tanh"  # ALBERT's gelu_new
+        c.data.objective, c.data.max_ngram = "sop", 3  # the NSP head learns SOP
+        c.max_seq_length, c.max_predictions_per_seq = 512, 20
+        c.train_batch_size, c.num_train_steps = 4096, 125_000
+        c.optimizer.name, c.optimizer.learning_rate = "lamb", 0.00176
+        c.optimizer.warmup_steps = 3_125
     elif a.recipe == "mlperf":
         c.max_seq_length, c.max_predictions_per_seq = 512, 76
         c.optimizer.name, c.optimizer.warmup_steps = "lamb", 0
@@ -105,6 +125,8 @@ def get_config(arg: str | None = None):
         # docstrings (bert_jax/data/embedded_pretraining.py) unless set.
         c.data.train_files = c.data.eval_files = "embedded"
         c.model.vocab_size = 8000  # embedded_pretraining.VOCAB_SIZE
+        if a.recipe == "albert":
+            c.model.embedding_size = 64  # under the tiny model's 128
         c.max_seq_length = min(c.max_seq_length, 128)
         c.max_predictions_per_seq = min(c.max_predictions_per_seq, 20)
         c.train_batch_size = c.eval_batch_size = 16

@@ -304,3 +304,20 @@ def test_albert_shared_checkpoint_into_an_unshared_model(tmp_path):
         pretrained.CheckpointError, match=r"albert_layer_groups\.1\..*num_hidden_groups"
     ):
         pretrained.load(d)
+
+
+def test_head_dropout_settings_load_and_export(tmp_path):
+    """HF's head dropout keys become classifier_dropout and go back out."""
+    want = {"albert": 0.1, "roberta": None, "distilbert": 0.2}  # HF's defaults
+    for family, rate in want.items():
+        _, d = _hf_model(tmp_path, family, "ForSequenceClassification", name=family, **TINY[family])
+        model, params = pretrained.load(d)
+        assert model.config.classifier_dropout == rate, family
+        exported = pretrained.export_hf(model, params, tmp_path / f"{family}-out")
+        out = json.loads((exported / "config.json").read_text())
+        key = {
+            "albert": "classifier_dropout_prob",
+            "roberta": "classifier_dropout",
+            "distilbert": "seq_classif_dropout",
+        }[family]
+        assert out.get(key) == rate, family  # roberta: None, so no key

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import pytest
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
 from bert_jax import configs, pretrained, train, workdir_config
@@ -46,7 +47,7 @@ def _parse(argv: list[str]):
 
 
 def test_every_model_field_and_the_step_count_override_from_the_command_line():
-    values = {int: 3, float: 0.25, str: "relu"}
+    values = {int: 3, float: 0.25, str: "relu", bool: True}
     fields = {k: values[t] for k, t in common.MODEL_FIELDS.items()}
     fields["hidden_size"], fields["num_heads"], fields["intermediate_size"] = 48, 3, 96
     fields["attention_impl"] = "xla"  # one of its allowed values
@@ -182,3 +183,17 @@ def test_a_config_file_in_any_folder_trains(records, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["step"] == 3
     assert configs.load(f"{folder / 'my_pretrain.py'}:steps=5").num_train_steps == 5
+
+
+def test_keys_added_since_a_workdir_was_written_resume_at_their_old_behaviour(tmp_path):
+    """A config.json written before a key existed resumes when the key holds the
+    value that does what that run did; any other value is a change."""
+    c = configs.load(f"{REPO / 'configs/glue.py'}:task=sst2,model=tiny")
+    stored = json.loads(json.dumps(workdir_config.as_json(c)))
+    del stored["skip_nonfinite_updates"], stored["data"]["tokenizer_dir"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    wd = epath.Path(tmp_path)
+    assert workdir_config.check_resume(wd, c, latest_step=10) == {}
+    c.skip_nonfinite_updates = True
+    with pytest.raises(ValueError, match="skip_nonfinite_updates: '<absent>' -> True"):
+        workdir_config.check_resume(wd, c, latest_step=10)

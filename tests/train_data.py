@@ -7,6 +7,7 @@ BERT feature layout. The full recipe (documents, short_seq_prob, dupe factor,
 whole-word masking) is `bert_jax.data.create_pretraining_data`'s job.
 """
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,18 @@ def tiny_config(records, **overrides):
     c.eval_every = 0
     c.checkpoint_every = 1000
     c.mesh_shape = (-1, 1, 1)
-    for key, value in overrides.items():
-        node, *rest = key.split(".")
-        if rest:
-            c[node][rest[0]] = value
-        else:
-            c[key] = value
+    set_values(c, overrides)
     return c
+
+
+def set_values(config, values: dict, new_keys: bool = False):
+    """Sets {"key" or "node.sub.key": value} on a config; a key it lacks is an
+    error unless `new_keys`."""
+    with config.unlocked() if new_keys else contextlib.nullcontext():
+        for key, value in values.items():
+            node = config
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+    return config

@@ -34,6 +34,13 @@ MODEL_FIELDS = {
     "layer_norm_eps": float,
     "vocab_pad_multiple": int,
     "attention_impl": str,
+    # The BERT family's options (models/bert.py BertConfig: ALBERT, RoBERTa, DistilBERT).
+    "embedding_size": int,
+    "share_layers": bool,
+    "position_offset": int,
+    "use_token_type_embeddings": bool,
+    "use_pooler": bool,
+    "classifier_dropout": float,
 }
 
 
@@ -79,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.best_metric = ""  # e.g. "eval/mlm_accuracy": also keep the best checkpoint
     c.best_mode = "max"
+    # A step whose loss or gradient is NaN/inf stops the run (naming the step);
+    # True skips its update instead (params and optimizer state kept, inside the
+    # jitted step) and counts it in train/skipped_updates. docs/reliability.md.
+    c.skip_nonfinite_updates = False
     # Mesh over (data, fsdp, tensor); -1 fills with the remaining devices.
     c.mesh_shape = (-1, 1, 1)
     c.dcn_mesh_shape = (1, 1, 1)  # slices per axis, multi-slice TPU jobs

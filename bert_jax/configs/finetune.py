@@ -38,7 +38,10 @@ def base_config(model: str = "") -> ml_collections.ConfigDict:
     c.checkpoint_every = 1000
     c.keep_checkpoints = 1
     c.data.data_dir = ""  # local files in the task's original format; empty: TFDS
-    c.data.vocab_file = ""  # empty: the init checkpoint's vocab.txt
+    c.data.vocab_file = ""  # empty: the init checkpoint's tokenizer files
+    # A folder with tokenizer files (vocab.txt | spiece.model | vocab.json +
+    # merges.txt) when data.vocab_file is empty; empty: the init checkpoint's.
+    c.data.tokenizer_dir = ""
     c.data.do_lower_case = True
     c.data.max_train_examples = 0  # 0: all
     c.data.on_bad_input = "fail"  # or "skip" malformed rows/answers (counted, logged)

@@ -32,6 +32,12 @@ bad, so skipping them would only hide the mistake).
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from absl import logging
+
 FAIL = "fail"
 SKIP = "skip"
 VALUES = (FAIL, SKIP)
@@ -55,3 +61,19 @@ def check(value: str, name: str = "on_bad_input") -> str:
         allowed = " or ".join(repr(v) for v in VALUES)
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def command_errors(prog: str) -> Iterator[None]:
+    """Around a command's work: bad input exits with one line, no traceback.
+
+    ValueError and FileNotFoundError are what the readers, config checks and
+    checkpoint loaders raise for bad input, with messages that name the file
+    and line or the config key; they end the command with exit status 1 and
+    `<prog>: error: <message>`. The traceback is logged at --verbosity=1.
+    """
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
+        logging.debug("bad input", exc_info=True)
+        sys.exit(f"{prog}: error: {e}")

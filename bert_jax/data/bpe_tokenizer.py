@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from etils import epath
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from bert_jax.data import tokenizers_from_folder as shared
@@ -35,6 +36,10 @@ class RobertaTokenizer(shared.PairEncoder):
     """
 
     do_lower_case = False
+    seps_between_pair, second_type_id = 2, 0  # <s> a </s></s> b </s>, one token type
+    # HF's `add_prefix_space=True` for pre-split words (NER): each word is
+    # tokenized as if a space came before it, so it starts with a "Ġ" piece.
+    word_prefix = " "
 
     def __init__(self, vocab_path: str, merges_path: str):
         for path in (vocab_path, merges_path):
@@ -42,6 +47,7 @@ class RobertaTokenizer(shared.PairEncoder):
                 raise FileNotFoundError(f"BPE file not found: {path}")
         # HF RobertaTokenizer's model: no subword prefix or suffix, no dropout,
         # unknown bytes not fused (byte-level BPE has none with a full alphabet).
+        self.files = (vocab_path, merges_path)
         model = models.BPE.from_file(
             vocab_path, merges_path, continuing_subword_prefix="", end_of_word_suffix=""
         )
@@ -99,6 +105,11 @@ class RobertaTokenizer(shared.PairEncoder):
         if b is not None:
             ids += [self.sep_id, *b, self.sep_id]
         return dict(input_ids=ids, token_type_ids=[0] * len(ids), attention_mask=[1] * len(ids))
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Copies vocab.json and merges.txt to `folder` (local or gs://)."""
+        for path, name in zip(self.files, ("vocab.json", "merges.txt"), strict=True):
+            epath.Path(folder, name).write_bytes(epath.Path(path).read_bytes())
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the tokens (bytes decoded as UTF-8), skipping <pad>."""

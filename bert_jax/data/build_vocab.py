@@ -201,6 +201,11 @@ def _counted(documents: Iterable[list[str]], counts: dict[str, int]) -> Iterator
 
 
 def main(argv: list[str]) -> None:
+    with bad_input.command_errors("bert_jax.data.build_vocab"):
+        _main(argv)
+
+
+def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cfg = flags.FLAGS

@@ -301,7 +301,8 @@ def make_features(
     Args:
       sentences: `Sentence`s, or plain word lists (for prediction: all labels
         are then -1).
-      tokenizer: the model's WordPiece tokenizer.
+      tokenizer: the model's tokenizer (WordPiece, or a family one from
+        `tokenizers_from_folder`; RoBERTa's BPE gets `word_prefix` before each word).
       labels: the label list; label id = index (default `NER_LABELS`).
       max_seq_length: row length, [CLS] and [SEP] included.
 
@@ -332,7 +333,10 @@ def make_features(
         for j, word in enumerate(words):
             pieces = cache.get(word)
             if pieces is None:
-                pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
+                # RoBERTa's BPE marks word starts ("Ġ"): HF tokenizes pre-split
+                # words as if a space came before each (add_prefix_space).
+                text = tokenizer.word_prefix + word
+                pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
                 cache[word] = pieces = pieces or [tokenizer.unk_id]
             if tags is not None and tags[j] not in label_ids:
                 where = f"line {sentence.line}" if sentence.line else f"sentence {i}"

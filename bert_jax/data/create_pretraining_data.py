@@ -64,6 +64,9 @@ Beyond the original:
   FULL-SENTENCES packing, label 0). Each works with static masking too (then
   `dupe_factor` passes with different masks, as for `nsp`) and with
   `--dynamic`.
+* `--max_ngram=3` masks n-gram spans as ALBERT (`pretraining_instances.mask_tokens`);
+  ALBERT's data is `--objective=sop --max_ngram=3` (configs/pretrain.py
+  recipe=albert).
 """
 
 from __future__ import annotations
@@ -106,6 +109,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("vocab_file", None, "The BERT model's vocab.txt.")
     flags.DEFINE_bool("do_lower_case", True, "Lowercase and strip accents (uncased models).")
     flags.DEFINE_bool("do_whole_word_mask", False, "Mask all wordpieces of a word together.")
+    flags.DEFINE_integer(
+        "max_ngram", 1, "Mask spans of up to n units, p(n) ~ 1/n (ALBERT: 3); 1: BERT's masking."
+    )
     flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
     flags.DEFINE_integer("max_predictions_per_seq", 20, "Maximum masked LM predictions a sequence.")
     flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
@@ -474,6 +480,11 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
+    with bad_input.command_errors("bert_jax.data.create_pretraining_data"):
+        _main(argv)
+
+
+def _main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = recipe.RecipeConfig(
@@ -484,6 +495,7 @@ def main(argv: Sequence[str]) -> None:
         dupe_factor=FLAGS.dupe_factor,
         do_whole_word_mask=FLAGS.do_whole_word_mask,
         objective=FLAGS.objective,
+        max_ngram=FLAGS.max_ngram,
     )
     run(
         corpus.expand_sources(FLAGS.input_file),

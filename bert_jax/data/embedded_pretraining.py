@@ -31,20 +31,26 @@ def prepare(
     vocab_size: int = VOCAB_SIZE,
     verbose: bool = True,
     examples_per_row: int = 0,
+    objective: str = "nsp",
+    max_ngram: int = 1,
 ) -> dict[str, Path]:
     """Corpus -> vocabulary -> TFRecords in `out_dir`; returns the paths by name.
 
     With `examples_per_row` = K > 0 the records are also packed
     (`bert_jax.data.pack_records`, `max_predictions` predictions a row)
-    and `train_tfrecord`/`eval_tfrecord` name the packed files.
+    and `train_tfrecord`/`eval_tfrecord` name the packed files. `objective`
+    and `max_ngram` are `RecipeConfig`'s (ALBERT: "sop", 3).
     """
+    recipe = dict(objective=objective, max_ngram=max_ngram)
     d = (
         Path(out_dir).expanduser()
         / f"embedded-v{vocab_size}-s{max_seq_length}-p{max_predictions}-d{dupe_factor}"
     )
+    if recipe != dict(objective="nsp", max_ngram=1):  # BERT's keeps its old folder name
+        d = d.with_name(f"{d.name}-{objective}-n{max_ngram}")
     paths = {f.replace(".", "_"): d / f for f in FILES}
     if not all(p.exists() for p in paths.values()):
-        _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose)
+        _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose, recipe)
     if examples_per_row:
         paths |= _packed(paths, max_seq_length, max_predictions, examples_per_row, verbose)
     return paths
@@ -69,7 +75,9 @@ def _packed(paths, max_seq_length, max_predictions, examples_per_row, verbose) -
     return out
 
 
-def _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose) -> None:
+def _build(
+    d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, verbose, recipe
+) -> None:
     from bert_jax.data import build_vocab, corpus, embedded_corpus
     from bert_jax.data import create_pretraining_data as cpd
     from bert_jax.data.pretraining_instances import RecipeConfig
@@ -100,6 +108,7 @@ def _build(d, paths, max_seq_length, max_predictions, dupe_factor, vocab_size, v
                 max_seq_length=max_seq_length,
                 max_predictions_per_seq=max_predictions,
                 dupe_factor=dupe,
+                **recipe,
             ),
             num_workers=1,
         )

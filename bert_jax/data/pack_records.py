@@ -34,7 +34,6 @@ from absl import app, flags, logging
 
 from bert_jax import progress
 from bert_jax.data import files
-from bert_jax.data import pretraining_records as records
 
 FLAGS = flags.FLAGS
 
@@ -216,6 +215,8 @@ def blocks(
 ) -> Iterator[dict[str, np.ndarray]]:
     """The examples of the files, in order, `block` at a time."""
     import tensorflow as tf
+
+    from bert_jax.data import pretraining_records as records  # TensorFlow: only here
 
     dynamic = records.check_files(paths, max_seq_length, max_predictions)
     spec = records.parse_spec(max_seq_length, max_predictions, dynamic)

@@ -27,7 +27,8 @@ The recipe, with max_num_tokens = max_seq_length - 3 ([CLS] A [SEP] B [SEP]):
     with Python 3's round; whole candidates are taken while they fit, and each
     taken token becomes [MASK] (80%), stays (10%) or becomes a random
     vocabulary entry (10%), drawn per token; predictions sorted by position
-    (`mask_tokens`; the ids come from `masking_vocab.MaskingVocab`).
+    (`mask_tokens`; the ids come from `masking_vocab.MaskingVocab`). ALBERT's
+    n-gram masking (`RecipeConfig.max_ngram`) picks spans instead.
 
 Two more sentence-level objectives (`RecipeConfig.objective`), for ALBERT-
 and RoBERTa-style pretraining; both draw the same masks as above:
@@ -143,6 +144,63 @@ def _candidates(
     return groups
 
 
+def _original_choice(candidates: list[int] | list[list[int]], budget: int, rng) -> list[int]:
+    """The original's pick: shuffled candidates, whole ones taken while they fit."""
+    _shuffle(candidates, rng)
+    if candidates and isinstance(candidates[0], int):
+        return candidates[:budget]  # Single positions always fit until the budget is met.
+    chosen = []
+    # The groups partition the positions, so the original's `covered_indexes`
+    # check never fires and is left out; it draws no random numbers.
+    for group in candidates:
+        if len(chosen) >= budget:
+            break
+        if len(chosen) + len(group) <= budget:  # A word that would not fit is skipped.
+            chosen += group
+    return chosen
+
+
+def _ngram_spans(
+    candidates: list[int] | list[list[int]],
+    budget: int,
+    max_ngram: int,
+    rng: random.Random,
+) -> list[int]:
+    """ALBERT's n-gram masking (Lan et al. 2020, section 4.1, after Joshi et
+    al. 2019): spans of n consecutive units (tokens, or words with whole-word
+    masking), n <= `max_ngram` drawn with p(n) proportional to 1/n.
+
+    Units are visited from a shuffled order of span starts; a span stays
+    inside one segment (never across [SEP]), shrinks until it fits the
+    budget, and is skipped when it would overlap a chosen one.
+    """
+    units = [[c] if isinstance(c, int) else c for c in candidates]
+    weights = [1.0 / n for n in range(1, max_ngram + 1)]
+    starts = list(range(len(units)))
+    _shuffle(starts, rng)
+    chosen: list[int] = []
+    taken = set()
+    for start in starts:
+        if len(chosen) >= budget:
+            break
+        (n,) = rng.choices(range(1, max_ngram + 1), weights)
+        span = [units[start]]
+        for nxt in units[start + 1 : start + n]:
+            # Units are adjacent when only the unit itself lies between them;
+            # a special token ([SEP]) between two ends the span.
+            if nxt[0] != span[-1][-1] + 1:
+                break
+            span.append(nxt)
+        while span and len(chosen) + sum(map(len, span)) > budget:
+            span.pop()
+        positions = [p for unit in span for p in unit]
+        if not positions or taken.intersection(positions):
+            continue
+        chosen += positions
+        taken.update(positions)
+    return chosen
+
+
 def mask_tokens(
     ids: Sequence[int],
     rng: random.Random,
@@ -150,6 +208,7 @@ def mask_tokens(
     masked_lm_prob: float = 0.15,
     max_predictions: int = 20,
     whole_word: bool = False,
+    max_ngram: int = 1,
 ) -> tuple[list[int], list[int], list[int]]:
     """The original's `create_masked_lm_predictions`, on ids.
 
@@ -164,6 +223,8 @@ def mask_tokens(
       rng: the block's `random.Random`: the original's exact stream.
       vocab: `MaskingVocab.from_vocab(tokenizer.vocab)`.
       masked_lm_prob, max_predictions, whole_word: as in the original.
+      max_ngram: > 1 masks n-gram spans instead (`_ngram_spans`, ALBERT);
+        1 is the original's draw, random number for random number.
 
     Returns:
       (masked ids, sorted masked positions, original ids there).
@@ -171,18 +232,10 @@ def mask_tokens(
     continuation = vocab.continuation_ids if whole_word else None
     candidates = _candidates(ids, vocab.special_ids, continuation)
     budget = num_to_predict(len(ids), masked_lm_prob, max_predictions)
-    _shuffle(candidates, rng)
-    if candidates and isinstance(candidates[0], int):
-        chosen = candidates[:budget]  # Single positions always fit until the budget is met.
+    if max_ngram > 1:
+        chosen = _ngram_spans(candidates, budget, max_ngram, rng)
     else:
-        chosen = []
-        # The groups partition the positions, so the original's `covered_indexes`
-        # check never fires and is left out; it draws no random numbers.
-        for group in candidates:
-            if len(chosen) >= budget:
-                break
-            if len(chosen) + len(group) <= budget:  # A word that would not fit is skipped.
-                chosen += group
+        chosen = _original_choice(candidates, budget, rng)
     output = list(ids)
     random_, replacements = rng.random, vocab.replacements
     for index in chosen:
@@ -231,12 +284,17 @@ class RecipeConfig:
     dupe_factor: int = 10
     do_whole_word_mask: bool = False
     objective: str = "nsp"  # One of OBJECTIVES; see the module docstring.
+    # ALBERT's n-gram masking: spans of up to this many units (`mask_tokens`);
+    # 3 in ALBERT (Lan et al. 2020, section 4.1). 1: the original's masking.
+    max_ngram: int = 1
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}, expected one of {OBJECTIVES}")
         if self.max_seq_length < 5:
             raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room for A and B")
+        if self.max_ngram < 1:
+            raise ValueError(f"max_ngram={self.max_ngram} < 1")
         if self.max_predictions_per_seq < 1:
             raise ValueError(f"max_predictions_per_seq={self.max_predictions_per_seq} < 1")
 
@@ -319,6 +377,7 @@ def _masked(
         config.masked_lm_prob,
         config.max_predictions_per_seq,
         config.do_whole_word_mask,
+        config.max_ngram,
     )
     return Instance(masked, len_a, positions, labels, label)
 

@@ -242,6 +242,10 @@ class PretrainingLoader:
                 ).as_numpy_iterator()
             try:
                 raw = next(self._iters[shard])
+            except tf.errors.DataLossError as e:  # TF's message names no file
+                paths = self._shard_files(shard, st["epoch"])
+                where = f"one of data shard {shard}'s files {paths}"
+                raise records.corrupt_file_error(where, e) from None
             except StopIteration:  # end of this shard's epoch
                 del self._iters[shard]
                 if st["position"] == 0:

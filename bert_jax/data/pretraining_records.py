@@ -92,12 +92,25 @@ def check_files(
     return next(iter(kinds.values()))
 
 
+def corrupt_file_error(path: str, e: Exception) -> ValueError:
+    """A ValueError naming `path` for TF's DataLossError (whose message names no file)."""
+    why = getattr(e, "message", str(e)).split("}}")[-1].split(" [Op:")[0].strip()
+    return ValueError(f"{path}: not a complete TFRecord file ({why})")
+
+
 def _check_file(
     path: str, max_seq_length: int, max_predictions: int, examples_per_row: int = 0
 ) -> bool:
     """Validate the first record's features so a mismatch names this file."""
-    for raw in tf.data.TFRecordDataset(path).take(1):
-        ex = tf.train.Example.FromString(raw.numpy())
+    try:
+        first = list(tf.data.TFRecordDataset(path).take(1))
+    except tf.errors.DataLossError as e:
+        raise corrupt_file_error(path, e) from None
+    for raw in first:
+        try:
+            ex = tf.train.Example.FromString(raw.numpy())
+        except Exception as e:  # protobuf's DecodeError
+            raise ValueError(f"{path}: record 1 is not a tf.train.Example ({e})") from None
         feats = ex.features.feature
         if ("example_ids" in feats) != bool(examples_per_row):
             found = len(feats["cls_positions"].int64_list.value) if "cls_positions" in feats else 0
@@ -138,11 +151,20 @@ def read_tfrecords(
     paths = files.expand_globs(patterns)
     dynamic = check_files(paths, max_seq_length, max_predictions, examples_per_row)
     spec = parse_spec(max_seq_length, max_predictions, dynamic, examples_per_row)
-    ds = tf.data.TFRecordDataset(paths).batch(4096).map(lambda r: tf.io.parse_example(r, spec))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in spec}
-    for batch in ds.as_numpy_iterator():
-        for k in spec:
-            cols[k].append(batch[k])
+    for path in paths:  # One file at a time: a corrupt record is reported with its file.
+        ds = tf.data.TFRecordDataset(path).batch(4096)
+        ds = ds.map(lambda r: tf.io.parse_example(r, spec))
+        try:
+            for batch in ds.as_numpy_iterator():
+                for k in spec:
+                    cols[k].append(batch[k])
+        except tf.errors.DataLossError as e:
+            raise corrupt_file_error(path, e) from None
+        except tf.errors.InvalidArgumentError as e:  # a record that does not parse
+            raise ValueError(
+                f"{path}: a record does not match the features ({e.message})"
+            ) from None
     out = {}
     for k in spec:
         arr = np.concatenate(cols[k])

@@ -35,6 +35,7 @@ import unicodedata
 from collections.abc import Sequence
 
 import sentencepiece
+from etils import epath
 
 from bert_jax.data import tokenizers_from_folder as shared
 
@@ -80,9 +81,13 @@ class AlbertTokenizer(shared.PairEncoder):
       do_lower_case: lower-case the text (ALBERT's default; HF's too).
     """
 
+    seps_between_pair, second_type_id = 1, 1  # [CLS] a [SEP] b [SEP], as BERT
+    word_prefix = ""  # SentencePiece marks a word start itself ("▁")
+
     def __init__(self, model_path: str, do_lower_case: bool = True):
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"SentencePiece model not found: {model_path}")
+        self.model_path = model_path
         self.sp = sentencepiece.SentencePieceProcessor(model_file=model_path)
         self.vocab_size = self.sp.get_piece_size()
         self.inv_vocab = {i: self.sp.id_to_piece(i) for i in range(self.vocab_size)}
@@ -173,6 +178,10 @@ class AlbertTokenizer(shared.PairEncoder):
             ids += [*b, self.sep_id]
             token_type_ids += [1] * (len(b) + 1)
         return dict(input_ids=ids, token_type_ids=token_type_ids, attention_mask=[1] * len(ids))
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Copies the SentencePiece model to `folder`/spiece.model (local or gs://)."""
+        epath.Path(folder, "spiece.model").write_bytes(epath.Path(self.model_path).read_bytes())
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the pieces, skipping <pad> ([CLS]/[SEP] are control symbols: empty)."""

@@ -97,10 +97,14 @@ def load_json(path: str) -> dict[str, Any]:
       ValueError: the file is not valid JSON; names the file.
     """
     with files.open_read(path) as f:
-        try:
-            return json.load(f)  # Bytes: json detects UTF-8 (and -16/-32) itself.
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        data = f.read()
+    try:
+        return json.loads(data)  # Bytes: json detects UTF-8 (and -16/-32) itself.
+    except json.JSONDecodeError as e:  # Its message gives the line and column.
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def parse_squad(
@@ -131,22 +135,30 @@ def parse_squad(
       "skipped" (questions dropped).
     """
     bad_input.check(on_bad_input)
-    version_2 = is_version_2(dataset_json)
-    examples, bad = [], []
-    for article in dataset_json["data"]:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                answers = list(qa.get("answers", []))
-                # v2.0 files mark impossible questions; without the flag, no answer means none.
-                impossible = bool(qa.get("is_impossible", version_2 and not answers))
-                if not impossible:
-                    problem = _answer_problem(context, answers)
-                    if problem:
-                        logging.warning("%s: question %s: %s", source, qa["id"], problem)
-                        bad.append(qa["id"])
-                        continue
-                examples.append(Example(qa["id"], qa["question"], context, answers, impossible))
+    where = "the top level"
+    try:
+        version_2 = is_version_2(dataset_json)
+        examples, bad = [], []
+        for i, article in enumerate(dataset_json["data"]):
+            for j, paragraph in enumerate(article["paragraphs"]):
+                where = f"data[{i}].paragraphs[{j}]"
+                context = paragraph["context"]
+                for k, qa in enumerate(paragraph["qas"]):
+                    where = f"data[{i}].paragraphs[{j}].qas[{k}]"
+                    answers = list(qa.get("answers", []))
+                    # v2.0 files mark impossible questions; without the flag, no answer means none.
+                    impossible = bool(qa.get("is_impossible", version_2 and not answers))
+                    if not impossible:
+                        problem = _answer_problem(context, answers)
+                        if problem:
+                            logging.warning("%s: question %s: %s", source, qa["id"], problem)
+                            bad.append(qa["id"])
+                            continue
+                    examples.append(Example(qa["id"], qa["question"], context, answers, impossible))
+    except (KeyError, TypeError, AttributeError) as e:
+        # Not the official structure: a key missing, or a value of another type.
+        why = f"no key {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"{source}: {where}: not the SQuAD structure ({why})") from None
     fail = on_bad_input == bad_input.FAIL
     if bad and fail:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
@@ -252,7 +264,9 @@ def _answer_problem(context: str, answers: list[dict[str, Any]]) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class SquadFeatures:
-    """Windows of [CLS] query [SEP] context-window [SEP], one row each.
+    """Windows of [CLS] query [SEP] context-window [SEP], one row each (RoBERTa:
+    <s> query </s></s> context-window </s>, one token type; the tokenizer's
+    `seps_between_pair` and `second_type_id`).
 
     Attributes:
       arrays: the model's inputs, int32: input_ids, token_type_ids,
@@ -261,7 +275,7 @@ class SquadFeatures:
         answer is not inside this window, or there is none).
       example_index: (N,) which example each row comes from.
       doc_offset: (N,) the row position of the window's first context token
-        (len(query) + 2).
+        (len(query) + 2; RoBERTa + 3).
       doc_start: (N,) that token's index among the context's wordpieces.
       token_spans: per row, (n_doc, 2) int32 [start, end) character span in
         the example's context of each window context token (a view into the
@@ -353,12 +367,13 @@ def make_features(
             )
         ids, spans = contexts[ex.context]
         query = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(ex.question))
-        head = [cls, *query[:max_query_length], sep]
+        query = query[:max_query_length]
+        head = [cls, *query, *[sep] * tokenizer.seps_between_pair]
         max_tokens = max_seq_length - len(head) - 1
         if max_tokens <= 0:
             raise ValueError(
                 f"max_seq_length={max_seq_length} leaves no room for the context after a "
-                f"{len(head) - 2}-token query (max_query_length={max_query_length})"
+                f"{len(query)}-token query (max_query_length={max_query_length})"
             )
         target = None
         if is_training and not ex.is_impossible:
@@ -387,7 +402,7 @@ def make_features(
         input_ids[r, :h] = head
         input_ids[r, h : h + length] = ids[start : start + length]
         input_ids[r, h + length] = sep
-        token_type_ids[r, h : h + length + 1] = 1
+        token_type_ids[r, h : h + length + 1] = tokenizer.second_type_id
         attention_mask[r, : h + length + 1] = 1
         example_index[r], doc_offset[r], doc_start[r] = index, h, start
         start_positions[r], end_positions[r] = first, last

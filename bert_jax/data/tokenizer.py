@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 100  # WordpieceTokenizer.max_input_chars_per_word.
@@ -84,15 +85,26 @@ def load_vocab(path: str) -> dict[str, int]:
 
     Raises:
       FileNotFoundError: `path` is not a file.
-      ValueError: the file is not UTF-8.
+      ValueError: a line is not UTF-8, or holds a token longer than any word
+        WordPiece matches (`MAX_CHARS_PER_WORD`: not a vocabulary, e.g. a
+        corpus passed by mistake); names the file and line.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"BERT vocab file not found: {path}")
-    try:
-        with open(path, encoding="utf-8", newline="\n") as f:
-            return {line.strip(): i for i, line in enumerate(f)}
-    except UnicodeDecodeError as e:
-        raise ValueError(f"BERT vocab file {path} is not valid UTF-8: {e}") from e
+    vocab = {}
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            try:
+                token = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"BERT vocab file {path}:{i + 1}: not valid UTF-8 ({e})") from None
+            if len(token) > MAX_CHARS_PER_WORD:
+                raise ValueError(
+                    f"BERT vocab file {path}:{i + 1}: a token of {len(token):,} characters "
+                    f"(WordPiece matches none over {MAX_CHARS_PER_WORD}): is this a vocab.txt?"
+                )
+            vocab[token] = i
+    return vocab
 
 
 class BertTokenizer:
@@ -104,6 +116,15 @@ class BertTokenizer:
       vocab_size: number of ids (lines in vocab.txt).
       do_lower_case: lowercase and strip accents (uncased models).
     """
+
+    # The pair layout the windowed tasks (SQuAD) build by hand, shared by the
+    # family tokenizers (`tokenizers_from_folder`): separators between the
+    # two texts and the second text's token type ([CLS] a [SEP] b [SEP]).
+    seps_between_pair = 1
+    second_type_id = 1
+    # Put before a word tokenized alone (NER's pre-split words): none for
+    # WordPiece, whose words carry no boundary marker.
+    word_prefix = ""
 
     def __init__(self, vocab_path: str, do_lower_case: bool = True):
         self.vocab = load_vocab(vocab_path)
@@ -263,6 +284,11 @@ class BertTokenizer:
             for k in keys:
                 out[k][i, : len(enc[k])] = enc[k]
         return out
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Writes `folder`/vocab.txt (local or gs://) (one token per line, id = line number)."""
+        tokens = self.convert_ids_to_tokens(range(self.vocab_size))
+        epath.Path(folder, "vocab.txt").write_text("".join(t + "\n" for t in tokens))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Joins wordpieces into text ("##" pieces glued on), skipping [PAD]."""

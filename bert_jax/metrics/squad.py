@@ -43,7 +43,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bert_jax.data.squad import is_version_2
+from bert_jax.data import files
+from bert_jax.data.squad import is_version_2, load_json
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
@@ -279,18 +280,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help='v2.0: predict "" if the no-answer probability exceeds this (default 1.0).',
     )
     args = parser.parse_args(argv)
-    with open(args.data_file, encoding="utf-8") as f:
-        dataset = json.load(f)
-    with open(args.pred_file, encoding="utf-8") as f:
-        predictions = json.load(f)
-    na_probs = None
-    if args.na_prob_file:
-        with open(args.na_prob_file, encoding="utf-8") as f:
-            na_probs = json.load(f)
+    try:  # A truncated or non-UTF-8 file: one message naming it (load_json), exit status 2.
+        dataset = load_json(args.data_file)
+        predictions = load_json(args.pred_file)
+        na_probs = load_json(args.na_prob_file) if args.na_prob_file else None
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
     result = evaluate(dataset, predictions, na_probs, args.na_prob_thresh)
     if args.out_file:
-        with open(args.out_file, "w", encoding="utf-8") as f:
-            json.dump(result, f)
+        with files.atomic_write(args.out_file) as f:
+            f.write(json.dumps(result).encode())
     else:
         # The official v2.0 script indents its output; v1.1 prints one line.
         print(json.dumps(result, indent=2 if is_version_2(dataset) else None))

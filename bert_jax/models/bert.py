@@ -110,8 +110,10 @@ class BertConfig:
     # position_ids, real tokens take positions position_offset, +1, ... (the
     # count of real tokens so far, from attention_mask) and padding takes
     # position_offset - 1 (the padding index): RoBERTa's padding_idx 1 + 1 = 2,
-    # hence its 514 positions. Explicit position_ids (packed rows) are used as
-    # given. 0: positions 0 .. L-1 whatever the padding (BERT).
+    # hence its 514 positions. Explicit position_ids are used as given, except
+    # in packed rows (`example_ids`), whose positions count from 0 in every
+    # family's data and are shifted here. 0: positions 0 .. L-1 whatever the
+    # padding (BERT).
     position_offset: int = 0
     # DistilBERT (Sanh et al. 2019, section 3: "token-type embeddings and the
     # pooler are removed"): no token-type table (token_type_ids are ignored).
@@ -119,6 +121,11 @@ class BertConfig:
     # The tanh pooler over [CLS] (BERT, ALBERT); False: no `pooled_output`
     # (DistilBERT; RoBERTa's task models, which classify from <s> in their head).
     use_pooler: bool = True
+    # Dropout before the task heads' dense layers (`heads.Classifier`); None:
+    # hidden_dropout. HF's classifier_dropout (BERT, RoBERTa),
+    # classifier_dropout_prob (ALBERT, 0.1) and seq_classif_dropout
+    # (DistilBERT, 0.2: Sanh et al. 2019's released fine-tuning setting).
+    classifier_dropout: float | None = None
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -486,7 +493,8 @@ class BertModel(nn.Module):
 
     Packed rows (several examples per row, `bert_jax.data.pack_records`): pass
     `example_ids` (B, L) (1.. per example, 0 on padding), `position_ids` that
-    restart per example and `cls_positions` (B, K). A token then attends only
+    restart from 0 per example (shifted by `position_offset` here) and
+    `cls_positions` (B, K). A token then attends only
     to its own example's tokens (no cross-contamination; padding attends to
     padding, so no row is fully masked) and `pooled_output` is (B, K, H), one
     per example.
@@ -524,6 +532,12 @@ class BertModel(nn.Module):
             position_ids = jnp.cumsum(real, axis=-1) * real + (self.config.position_offset - 1)
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        elif example_ids is not None and self.config.position_offset:
+            # Packed rows: the packers count each example's positions from 0;
+            # padding slots take the padding index, as unpacked.
+            real = example_ids > 0
+            offset = self.config.position_offset
+            position_ids = jnp.where(real, position_ids + offset, offset - 1)
         x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
         x_embed = x
         if example_ids is None:

@@ -60,6 +60,8 @@ HIDDEN_ACTS = {"": None, "tanh": jnp.tanh, "relu": nn.relu}
 class Classifier(nn.Module):
     """dropout + dense to `num_outputs`; used on pooled or per-token features.
 
+    The dropout rate is `BertConfig.classifier_dropout` (None: hidden_dropout).
+
     With `hidden_act`, first a dense (hidden -> hidden, `hidden`) and that
     activation: RoBERTa's classification head (Liu et al. 2019; HF
     `RobertaClassificationHead`: dropout, dense, tanh, dropout, out_proj) or
@@ -77,13 +79,14 @@ class Classifier(nn.Module):
         cfg = self.config
         if self.hidden_act not in HIDDEN_ACTS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(HIDDEN_ACTS)}")
+        rate = cfg.hidden_dropout if cfg.classifier_dropout is None else cfg.classifier_dropout
         if self.hidden_act:
             if self.dropout and self.hidden_act == "tanh":
-                x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+                x = nn.Dropout(rate)(x, deterministic=deterministic)
             hidden = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="hidden")
             x = HIDDEN_ACTS[self.hidden_act](hidden(x))
         if self.dropout:
-            x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+            x = nn.Dropout(rate)(x, deterministic=deterministic)
         dense = _dense(cfg, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
         return dense(x).astype(jnp.float32)
 
@@ -209,9 +212,14 @@ class BertForQuestionAnswering(nn.Module):
 
 
 class BertForMultipleChoice(nn.Module):
-    """Inputs (B, C, L): each choice is encoded, pooled and scored -> logits (B, C)."""
+    """Inputs (B, C, L): each choice is encoded, pooled and scored -> logits (B, C).
+
+    With `hidden_act` the score reads the first token through a hidden dense
+    instead of the pooler (DistilBERT's "relu"; see `Classifier`).
+    """
 
     config: BertConfig
+    hidden_act: str = ""  # a key of HIDDEN_ACTS
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, **kw):
@@ -224,6 +232,7 @@ class BertForMultipleChoice(nn.Module):
             flat(input_ids), flat(token_type_ids), flat(attention_mask), **_encoder_kwargs(kw)
         )
         det = kw.get("deterministic", True)
-        scores = Classifier(self.config, 1, name="classifier")(out["pooled_output"], det)
+        x = out["sequence_output"][:, 0] if self.hidden_act else out["pooled_output"]
+        scores = Classifier(self.config, 1, hidden_act=self.hidden_act, name="classifier")(x, det)
         out["logits"] = scores.reshape(b, c)
         return out

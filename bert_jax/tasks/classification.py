@@ -25,7 +25,7 @@ from bert_jax.metrics import glue as glue_metrics
 from bert_jax.models.heads import BertForSequenceClassification
 from bert_jax.tasks import sources
 from bert_jax.tasks.base import EvalResult, EvalSet, Forward
-from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
+from bert_jax.tasks.model_setup import classifier_setup, encoder_inputs, model_config, tokenizer
 
 
 class ClassificationTask:
@@ -94,7 +94,8 @@ class ClassificationTask:
 
     def model(self) -> BertForSequenceClassification:
         n = 1 if self.regression else len(self.labels)
-        return BertForSequenceClassification(model_config(self.config), num_labels=n)
+        encoder, hidden_act = classifier_setup(model_config(self.config))
+        return BertForSequenceClassification(encoder, num_labels=n, hidden_act=hidden_act)
 
     def encode(self, examples) -> dict[str, np.ndarray]:
         texts_b = [e.text_b for e in examples] if examples and examples[0].text_b else None

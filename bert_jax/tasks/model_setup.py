@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bert_jax import checkpoint_names as names
 from bert_jax import pretrained
 from bert_jax.data import tokenizers_from_folder
 from bert_jax.data.pack_examples import PACKED_KEYS
@@ -57,6 +58,21 @@ def model_config(config) -> BertConfig:
     return dataclasses.replace(ckpt, **overrides)
 
 
+# The sentence classifier each family's HF task model has (`heads.Classifier`):
+# RoBERTa's and DistilBERT's read the first token through their own hidden
+# dense (tanh / ReLU) instead of a pooler; BERT and ALBERT use the pooler ("").
+CLASSIFIER_HIDDEN_ACT = {"bert": "", "albert": "", "roberta": "tanh", "distilbert": "relu"}
+
+
+def classifier_setup(model_config: BertConfig) -> tuple[BertConfig, str]:
+    """(encoder config, classifier hidden_act) of a sentence classifier in the
+    encoder's family. The pooler is there exactly when the head reads it: a
+    masked-LM checkpoint saves none (HF add_pooling_layer=False), so BERT and
+    ALBERT classifiers get a fresh one, as HF's do; RoBERTa's drop it."""
+    act = CLASSIFIER_HIDDEN_ACT[names.family_of(model_config)]
+    return dataclasses.replace(model_config, use_pooler=not act), act
+
+
 def vocab_file(config) -> str:
     """data.vocab_file, else the init checkpoint's vocab.txt."""
     if config.data.get("vocab_file"):
@@ -74,18 +90,17 @@ def vocab_file(config) -> str:
 
 
 def tokenizer(config):
-    """data.vocab_file's WordPiece; else the init checkpoint folder's tokenizer:
-    its vocab.txt as before or, without one, an ALBERT spiece.model or a
+    """data.vocab_file's WordPiece; else the tokenizer of the folder
+    data.tokenizer_dir names (a workdir, for `bert_jax.predict`), else of the
+    init checkpoint's folder: its vocab.txt, an ALBERT spiece.model or a
     RoBERTa vocab.json + merges.txt (`tokenizers_from_folder.from_folder`)."""
-    init = config.get("init_checkpoint", "")
-    if (
-        not config.data.get("vocab_file")
-        and init
-        and Path(init).is_dir()
-        and not (Path(init) / "vocab.txt").exists()
-    ):
-        return tokenizers_from_folder.from_folder(init, config.data.get("do_lower_case"))
-    return BertTokenizer(vocab_file(config), do_lower_case=config.data.get("do_lower_case", True))
+    lower = config.data.get("do_lower_case", True)
+    if config.data.get("vocab_file"):
+        return BertTokenizer(vocab_file(config), do_lower_case=lower)
+    folder = config.data.get("tokenizer_dir") or config.get("init_checkpoint", "")
+    if folder and Path(folder).is_dir():
+        return tokenizers_from_folder.from_folder(folder, lower)
+    return BertTokenizer(vocab_file(config), do_lower_case=lower)  # its error names the keys
 
 
 def encoder_inputs(batch) -> dict:

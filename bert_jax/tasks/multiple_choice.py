@@ -10,6 +10,7 @@ without it a TFDS dataset with `context`, `endings` and `label` features
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax import checkpoint_names as names
 from bert_jax.data import bad_input, swag
 from bert_jax.models.heads import BertForMultipleChoice
 from bert_jax.tasks import sources
@@ -49,7 +51,13 @@ class MultipleChoiceTask:
         return self._tok
 
     def model(self) -> BertForMultipleChoice:
-        return BertForMultipleChoice(model_config(self.config))
+        encoder = model_config(self.config)
+        # HF's multiple-choice models score the pooled output (a fresh pooler
+        # after a masked-LM checkpoint), RoBERTa's too; DistilBERT has no
+        # pooler and scores the first token through a ReLU hidden layer.
+        act = "relu" if names.family_of(encoder) == "distilbert" else ""
+        encoder = dataclasses.replace(encoder, use_pooler=not act)
+        return BertForMultipleChoice(encoder, hidden_act=act)
 
     def encode(self, rows) -> dict[str, np.ndarray]:
         contexts = [r["context"] for r in rows for _ in range(self.num_choices)]

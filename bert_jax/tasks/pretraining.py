@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import embedded_pretraining, pretraining_loader, pretraining_records
+from bert_jax.data import embedded_pretraining
 from bert_jax.data.array_source import ArraySource
 from bert_jax.data.masking_vocab import MaskingVocab
 from bert_jax.data.tokenizer import BertTokenizer
@@ -139,7 +139,12 @@ class PretrainingTask:
         # fit its max_predictions_per_seq slots (the packer checks both).
         k = self.examples_per_row
         paths = embedded_pretraining.prepare(
-            root, self.seq_len, self.num_predictions, examples_per_row=k
+            root,
+            self.seq_len,
+            self.num_predictions,
+            examples_per_row=k,
+            objective=d.get("objective", "nsp"),
+            max_ngram=d.get("max_ngram", 1),
         )
         size = embedded_pretraining.vocab_size(paths)
         if size != model_config(self.config).vocab_size:
@@ -170,6 +175,10 @@ class PretrainingTask:
         return None if tok is None else MaskingVocab.from_vocab(tok.vocab)
 
     def train_source(self, process_index: int, process_count: int):
+        # TensorFlow (tf.data) is imported only by the pretraining data path, so
+        # fine-tuning and prediction processes start without it.
+        from bert_jax.data import pretraining_loader
+
         d = self.config.data
         if not d.train_files:
             raise ValueError(
@@ -193,6 +202,8 @@ class PretrainingTask:
         )
 
     def eval_sets(self, process_index: int, process_count: int) -> list[EvalSet]:
+        from bert_jax.data import pretraining_loader, pretraining_records
+
         """The held-out set, in memory; dynamic records get one fixed masking."""
         d = self.config.data
         if not d.eval_files:

@@ -2,11 +2,8 @@
 folder chooser, against HF transformers on real GLUE text.
 
 Both vocabularies are trained here, on real GLUE sentences, the way the
-released ones were made: a SentencePiece unigram model with ALBERT's special
-pieces (`<pad>` 0, `<unk>` 1, control symbols `[CLS]` `[SEP]` `[MASK]`), and
-a byte-level BPE with RoBERTa's (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3,
-`<mask>` 4). The references are HF's AlbertTokenizer and RobertaTokenizer
-loaded from the same folders.
+released ones were made (tests/data/family_vocab.py). The references are
+HF's AlbertTokenizer and RobertaTokenizer loaded from the same folders.
 
 Not covered, with the reason: a spiece.model with user-defined pieces. HF 5
 makes them added tokens (matched in the raw text, each following chunk given
@@ -15,7 +12,6 @@ segmentation, so the two disagree ("a-of" -> "▁a", "-", "▁of" against "▁a"
 "-", "of"); we follow SentencePiece.
 """
 
-import io
 import time
 
 import numpy as np
@@ -29,6 +25,7 @@ from bert_jax.data.sentencepiece_tokenizer import AlbertTokenizer
 from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.tasks import model_setup
 from tests.conftest import SHARED_DATA as SHARED
+from tests.data import family_vocab
 from tests.numerics import assert_equal
 
 sentencepiece = pytest.importorskip("sentencepiece")
@@ -58,33 +55,8 @@ def glue():
 @pytest.fixture(scope="module")
 def folders(glue, tmp_path_factory):
     """Checkpoint-like folders: albert/spiece.model, roberta/vocab.json + merges.txt."""
-    from tokenizers import ByteLevelBPETokenizer
-
-    root = tmp_path_factory.mktemp("family_tokenizers")
     # A sample keeps training to a few seconds; every sentence is tokenized later.
-    train = glue["singles"][::6]
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(train),
-        model_writer=model,
-        model_type="unigram",
-        vocab_size=3000,
-        pad_id=0,
-        unk_id=1,
-        bos_id=-1,
-        eos_id=-1,
-        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        num_threads=1,
-        minloglevel=2,
-    )
-    (root / "albert").mkdir()
-    (root / "albert" / "spiece.model").write_bytes(model.getvalue())
-    bpe = ByteLevelBPETokenizer()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(train, vocab_size=2000, special_tokens=specials, show_progress=False)
-    (root / "roberta").mkdir()
-    bpe.save_model(str(root / "roberta"))
-    return {"albert": root / "albert", "roberta": root / "roberta"}
+    return family_vocab.build(glue["singles"][::6], tmp_path_factory.mktemp("family_tokenizers"))
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +271,51 @@ def test_decode_round_trip(toks, glue):
         ids = albert.encode_batch([text], max_length=200)["input_ids"][0]
         if albert.unk_id not in ids:  # SentencePiece decodes <unk> as " ⁇ ".
             assert albert.decode(ids) == " ".join(albert.normalize(text).split())
+
+
+# ------------------------------------------------ SQuAD and NER row layouts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_squad_rows_match_hf_question_context_pairs(toks, family):
+    """Real SQuAD dev questions whose context fits one window: the row is HF's
+    encoding of (question, context): RoBERTa's <s> q </s></s> c </s> with one
+    token type, ALBERT's [CLS] q [SEP] c [SEP] with types 0/1."""
+    from bert_jax.data import squad
+
+    path = SHARED / "squad" / "v1.1" / "dev-v1.1.json"
+    examples = squad.parse_squad(squad.load_json(str(path)), str(path))[0][:400:20]
+    ours, hf = toks[family]
+    feats = squad.make_features(examples, ours, max_seq_length=384, max_query_length=64)
+    checked = 0
+    for r, i in enumerate(feats.example_index):
+        ex = examples[i]
+        want = hf(ex.question, ex.context, return_token_type_ids=True, split_special_tokens=True)
+        n = len(want["input_ids"])
+        if n > 384 or np.sum(feats.example_index == i) > 1:
+            continue  # windowed: HF's overflow windows are laid out differently
+        checked += 1
+        assert_equal(feats.arrays["input_ids"][r, :n], want["input_ids"])
+        assert feats.arrays["attention_mask"][r].sum() == n
+        assert_equal(feats.arrays["token_type_ids"][r, :n], want["token_type_ids"])
+        # The first context token is where HF's second sequence starts.
+        assert feats.doc_offset[r] == want.sequence_ids().index(1)
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ner_rows_match_hf_pre_split_words(toks, family):
+    """Real CoNLL-2003 sentences as pre-split words: the row is HF's encoding
+    with is_split_into_words (RoBERTa needs add_prefix_space=True)."""
+    from bert_jax.data import conll
+
+    sentences = conll.read_conll(str(SHARED / "conll2003" / "test.txt"))[0][:60:3]
+    ours, hf = toks[family]
+    if family == "roberta":
+        hf = transformers.RobertaTokenizer.from_pretrained(hf.name_or_path, add_prefix_space=True)
+    arrays, _ = conll.make_features(sentences, ours, max_seq_length=256)
+    for r, s in enumerate(sentences):
+        want = hf(list(s.tokens), is_split_into_words=True, split_special_tokens=True)
+        want = want["input_ids"]
+        assert_equal(arrays["input_ids"][r, : len(want)], want)
+        assert arrays["attention_mask"][r].sum() == len(want)

@@ -124,6 +124,13 @@ def test_roberta_positions_count_real_tokens_after_the_padding_index():
     left = np.concatenate([np.ones((1, 9), np.int32), np.asarray(ids)[2:3, :3]], axis=1)
     left_mask = (np.arange(12) >= 9).astype(np.int32)[None]
 
+    # Rows 1 (7 tokens) and 2 (3 tokens) packed into one row, positions from 0
+    # per example as the packers write them: the model shifts them.
+    packed = np.zeros((1, 12), np.int32)
+    packed[0, :10] = np.concatenate([np.asarray(ids)[1, :7], np.asarray(ids)[2, :3]])
+    example_ids = np.asarray([[1] * 7 + [2] * 3 + [0] * 2], np.int32)
+    packed_pos = np.asarray([list(range(7)) + list(range(3)) + [0, 0]], np.int32)
+
     @jax.jit
     def run(p):
         v = {"params": p}
@@ -131,13 +138,25 @@ def test_roberta_positions_count_real_tokens_after_the_padding_index():
             model.apply(v, ids, None, mask),
             model.apply(v, ids, None, mask, positions),
             model.apply(v, left, None, left_mask),
+            model.apply(
+                v,
+                packed,
+                None,
+                (example_ids > 0).astype(np.int32),
+                packed_pos,
+                example_ids=example_ids,
+                cls_positions=np.asarray([[0, 7]], np.int32),
+            ),
         )
 
-    out, explicit, left_out = run(_params(model, ids))
+    out, explicit, left_out, packed_out = run(_params(model, ids))
     assert "pooled_output" not in out
     assert_equal(out["sequence_output"], explicit["sequence_output"])
     a, b = out["sequence_output"][2, :3], left_out["sequence_output"][0, 9:]
     assert_close(b, a, atol=1e-5)
+    seq = packed_out["sequence_output"][0]
+    assert_close(seq[:7], out["sequence_output"][1, :7], atol=1e-5)
+    assert_close(seq[7:10], out["sequence_output"][2, :3], atol=1e-5)
 
 
 def test_distilbert_has_no_token_types_and_no_pooler():
@@ -209,3 +228,24 @@ def test_albert_shared_layer_gradients_under_scan_equal_the_loop():
 
     g1, g2 = grads(_params(loop, ids))
     assert_trees_close(g2, g1, atol=1e-6)
+
+
+def test_classifier_dropout_is_the_heads_own_rate():
+    """classifier_dropout (HF classifier_dropout_prob / seq_classif_dropout)
+    sets the heads' dropout; the encoder keeps hidden_dropout."""
+    ids, types, mask = _batch()
+    x = jnp.ones((512, 128))
+    for rate, want in ((None, 0.1), (0.5, 0.5), (0.0, 0.0)):
+        cfg = dataclasses.replace(CFG, classifier_dropout=rate)
+        head = Classifier(cfg, 2)
+        v = head.init(jax.random.key(0), x)
+        # The dense's input: ones, dropped to 0 or scaled to 1 / (1 - rate).
+        kept = head.apply(
+            v,
+            x,
+            deterministic=False,
+            rngs={"dropout": jax.random.key(1)},
+            capture_intermediates=True,
+        )
+        captured = jax.tree.leaves(kept[1]["intermediates"]["Dropout_0"])[0]
+        assert_close(float(jnp.mean(captured == 0)), want, atol=0.01)
