@@ -95,6 +95,9 @@ def _uncommit(step_dir: Path) -> str:
     return "it has no commit marker (commit_success.txt)"
 
 
+# A restore that fails on a deleted file leaves orbax's read coroutines for the
+# other arrays unawaited; Python reports each one when it is collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", [_truncate, _delete, _uncommit], ids=lambda f: f.__name__[1:])
 def test_damaged_newest_checkpoint_falls_back(records, reference, tmp_path, caplog, damage):
     wd = _copy(reference, tmp_path)
