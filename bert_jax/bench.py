@@ -43,7 +43,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from bert_jax import bench_inputs, configs, flops, optim, records, sharding, tasks, train
+from bert_jax import (
+    bench_inputs,
+    bench_profile,
+    configs,
+    flops,
+    optim,
+    records,
+    sharding,
+    tasks,
+    train,
+)
 from bert_jax.data import pack_examples
 
 FLAGS = flags.FLAGS
@@ -75,6 +85,12 @@ def _define_flags() -> None:
     )
     flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
     flags.DEFINE_string("label", "", "What this run measures (for --record).")
+    flags.DEFINE_bool(
+        "profile",
+        False,
+        "CPU: also trace a few steps and report where the time goes "
+        "(matmul, dropout RNG, layout copies, other; bert_jax.bench_profile).",
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -135,7 +151,8 @@ def _peak_memory(compiled) -> int:
 
 
 def jax_step(config, mode: str, local_batch):
-    """(run one step -> seconds, compile seconds, peak memory bytes, token counts, rows)."""
+    """(run one step -> seconds, compile seconds, peak memory bytes, token counts, rows,
+    model config, the compiled step)."""
     if config.data.get("pack_examples"):  # classification: the same examples, packed
         # into rows of max_seq_length, as the trainer packs them.
         n, width = local_batch["input_ids"].shape
@@ -183,7 +200,7 @@ def jax_step(config, mode: str, local_batch):
         return time.perf_counter() - t
 
     rows = int(local_batch["input_ids"].shape[0])
-    return step, compile_s, _peak_memory(compiled), counts, rows, model.config
+    return step, compile_s, _peak_memory(compiled), counts, rows, model.config, compiled
 
 
 def _timed(step, n: int) -> list[float]:
@@ -231,6 +248,8 @@ def run(argv_command: str) -> list[dict]:
     local, vocab = _inputs(config, f)
     config.model.vocab_size = vocab
     device = jax.devices()[0]
+    if f.profile and device.platform != "cpu":
+        raise app.UsageError(f"--profile reads XLA:CPU's kernel events; this is {device.platform}")
     peak, peak_source = flops.peak_flops_per_device(device), "table"
     if peak is None:  # Measured before anything else runs (no thread pools spinning).
         peak, peak_source = measured_matmul_flops(f.dtype), "measured matmul"
@@ -244,7 +263,7 @@ def run(argv_command: str) -> list[dict]:
         from bert_jax import bench_hf
 
         threads = len(os.sched_getaffinity(0))
-        model_config = runs[0][-1]
+        model_config = runs[0][-2]
         hf_step = bench_hf.make_step(
             f.task, f.mode, model_config, config.optimizer, local, f.dtype, threads
         )
@@ -257,9 +276,17 @@ def run(argv_command: str) -> list[dict]:
         for i, step in enumerate(steps):
             times[i] += _timed(step, f.steps)
     results = []
-    for (name, assignments, _, compile_s, memory, counts, rows, model_config), t in zip(
-        runs, times, strict=False
-    ):
+    for (
+        name,
+        assignments,
+        step,
+        compile_s,
+        memory,
+        counts,
+        rows,
+        model_config,
+        compiled,
+    ), t in zip(runs, times, strict=False):
         step_s = statistics.median(t)
         work = flops.train_flops(model_config, counts) / (3 if f.mode == "infer" else 1)
         result = {
@@ -291,6 +318,8 @@ def run(argv_command: str) -> list[dict]:
             "python": platform.python_version(),
             "command": argv_command,
         }
+        if f.profile:
+            result["profile"] = bench_profile.profile(step, compiled.as_text())
         if hf_step:
             from bert_jax import bench_hf
 
@@ -305,6 +334,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
+    if FLAGS.profile:
+        # Read when the backend starts, which is after this (nothing ran yet).
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " " + bench_profile.TRACE_FLAG
+        ).strip()
     results = run(command)
     r = results[0]
     print(
@@ -323,6 +357,14 @@ def main(argv):
             f"  HF transformers (PyTorch {r['torch']}): {r['hf_step_time_s'] * 1e3:.1f} ms/step; "
             f"bert_jax is {results[0]['ratio']:.2f}x as fast"
         )
+    for r in results:
+        if "profile" in r:
+            p = r["profile"]
+            kinds = ", ".join(
+                f"{k} {p['ms_by_kind'][k]:.0f} ms ({p['share_by_kind'][k]:.0%})"
+                for k in bench_profile.KINDS
+            )
+            print(f"  where {r['variant']}'s time goes (kernel ms per step): {kinds}")
     if FLAGS.record:
         for r in results:
             records.append(FLAGS.record, r)

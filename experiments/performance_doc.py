@@ -10,6 +10,7 @@ command that measured it. Label conventions (`--label`):
 * `compare/...`: a side-by-side run with `--compare=hf-torch`;
 * `opt/<name>`: an optimisation, measured with `--variant`s in alternating
   rounds; the base run is "before", each variant an "after";
+* `profile/...`: a run with `--profile` (kernel time by kind);
 * AOT records: one per compiled config and slice.
 """
 
@@ -117,6 +118,51 @@ def optimisation_section(rows: list[dict]) -> list[str]:
             )
         out += ["", f"Command: `{base['command']}`", ""]
     return out
+
+
+def profile_section(rows: list[dict]) -> list[str]:
+    kinds = ("matmul", "dropout RNG", "layout copies", "other")
+    out = [
+        "| run | variant | ms/step | " + " | ".join(f"{k} ms (share)" for k in kinds)
+        + " | model FLOPs / matmul time |",
+        "|---|---|---|" + "---|" * len(kinds) + "---|",
+    ]  # fmt: skip
+    for r in rows:
+        p = r["profile"]
+        cells = [f"{p['ms_by_kind'][k]:,.0f} ({p['share_by_kind'][k]:.0%})" for k in kinds]
+        # The formula's FLOPs are matmul FLOPs (the rest is O(s d) per layer).
+        inside = r["model_flops_per_step"] / (p["ms_by_kind"]["matmul"] / 1e3)
+        out.append(
+            f"| {_model(r)}, {r['task']} {r['mode']}, {_shape(r)} | {r['variant']} | "
+            f"{_ms(r['step_time_s'])} | {' | '.join(cells)} | "
+            f"{inside / 1e9:,.0f} GFLOP/s ({inside / r['peak_flops']:.0%} of the measured "
+            "matmul rate) |"
+        )
+    first = rows[0]
+    p = first["profile"]
+    alone = first["model_flops_per_step"] / (p["ms_by_kind"]["matmul"] / 1e3) / first["peak_flops"]
+    out += [
+        "",
+        "The last column counts real tokens' FLOPs only, so padding computed by the "
+        "matmuls shows as a lower rate. In the first run the matmul kernels alone take "
+        f"{p['ms_by_kind']['matmul']:,.0f} ms a step: even if every other kernel cost "
+        f"nothing, its MFU would be {alone:.0%}, since XLA:CPU's matmuls on these shapes "
+        "run below its rate on one 2048 x 2048 x 2048 product (the peak MFU is taken "
+        "against).",
+        "",
+        f"The largest kernels of the first run ({_model(first)}, {first['task']}, "
+        f"{first['variant']}):",
+        "",
+        "| kernel | kind | ms/step | what (HLO op_name) |",
+        "|---|---|---|---|",
+    ]
+    for k in first["profile"]["top_kernels"]:
+        out.append(f"| {k['kernel']} | {k['kind']} | {k['ms']:,.1f} | `{k['op_name'][:110]}` |")
+    return (
+        out
+        + ["", "Commands:", ""]
+        + [f"- `{c}`" for c in dict.fromkeys(r["command"] for r in rows)]
+    )
 
 
 def throughput_section(rows: list[dict]) -> list[str]:
@@ -290,6 +336,7 @@ def main() -> None:
     compare = [r for r in cpu if r["label"].startswith("compare/")]
     opt = [r for r in cpu if r["label"].startswith("opt/")]
     packed_steps = [r for r in cpu if r["label"].startswith("packing/")]
+    profiled = [r for r in cpu if r["label"].startswith("profile/")]
     lines = [
         "# Performance",
         "",
@@ -336,6 +383,16 @@ def main() -> None:
         "base config (`--variant`).",
         "",
         *optimisation_section(opt),
+        "## Where a CPU step's time goes",
+        "",
+        "`python -m bert_jax.bench --profile` traces a few more steps with XLA:CPU's "
+        "per-kernel events and sums each kernel's time by what its HLO computes "
+        "(`bert_jax/bench_profile.py`): matmuls (XLA hands dots to YNNPACK), the dropout "
+        "masks' random bits, layout copies and transposes, and everything else. Kernels "
+        "overlap a little, so the kinds add up to slightly more than the step.",
+        "",
+        *(profile_section(profiled) if profiled else ["Not profiled yet."]),
+        "",
         "## Sequence packing: padding that is no longer computed",
         "",
         "`python -m bert_jax.data.pack_records` puts up to K examples in a row (each "

@@ -40,6 +40,11 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
     --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
   "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
+  # Where the time goes: kernel time by kind (bert_jax.bench_profile).
+  "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
+    --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
+  "${bench[@]}" "${minilm[@]}" --profile --label=profile/minilm-classification-train \
+    --variant="packed:data.pack_examples=16"
 fi
 
 if [[ $what == packing || $what == all ]]; then

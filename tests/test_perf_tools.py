@@ -33,7 +33,7 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
         "bert_jax.bench", "--model=tiny", "--batch=4", "--seq=32", "--predictions=5",
         "--steps=2", "--rounds=1", "--warmup=1", "--compare=hf-torch", f"--record={record}",
         "--label=test", "--set=model.hidden_dropout=0.0",
-        "--variant=noattn:model.attention_dropout=0.0;model.scan_layers=True",
+        "--variant=noattn:model.attention_dropout=0.0;model.scan_layers=True", "--profile",
     )  # fmt: skip
     assert "bert_jax is" in text and "as fast" in text and "bert_jax base:" in text
     # Pretraining rows are full: 4 x 32 real tokens, 5 predictions each.
@@ -58,6 +58,15 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
         "model.scan_layers=True",
     ]
     assert v["model_flops_per_step"] == r["model_flops_per_step"] and v["step_time_s"] > 0
+    # --profile: the kernels' time by kind. Attention dropout is the only dropout
+    # left on in the base run, and the variant turns it off: its RNG time is 0.
+    for run, rng in ((r, True), (v, False)):
+        p = run["profile"]
+        assert_close(sum(p["ms_by_kind"].values()), p["kernel_ms"], rtol=1e-9)
+        assert p["ms_by_kind"]["matmul"] > 0 and p["ms_by_kind"]["other"] > 0
+        assert (p["ms_by_kind"]["dropout RNG"] > 0) == rng, p["ms_by_kind"]
+        assert p["top_kernels"][0]["ms"] >= p["top_kernels"][-1]["ms"] > 0
+    assert "where base's time goes" in text
     rows = [json.loads(x) for x in record.read_text().splitlines()]
     assert [x["label"] for x in rows] == ["test", "test/noattn"]
     assert rows[0]["step_time_s"] == r["step_time_s"]
@@ -119,13 +128,13 @@ def test_aot_names_the_known_slices_and_flags_scan_estimates():
     assert "no time estimate: the compiler counts a scanned layer once" in text
 
 
-@pytest.mark.parametrize("arg", ["tiny", "tiny,pack=3"])
-def test_aot_compiles_splash_attention_for_tpu(arg):
+def test_aot_compiles_splash_attention_for_tpu():
     """attention_impl=splash: the Pallas kernel compiles inside the sharded step (Mosaic
-    custom calls: forward, and dq and dkv in the backward pass, per layer), also with
-    packed rows (example ids as its segment ids)."""
+    custom calls: forward, and dq and dkv in the backward pass, per layer), with packed
+    rows (example ids as its segment ids; unpacked rows pass 1/0 segments to the same
+    kernels, and tests/models/test_splash.py runs both through the interpreter)."""
     r, text = _run(
-        "bert_jax.aot", f"--config=configs/pretrain.py:{arg}", "--topology=v5p-8",
+        "bert_jax.aot", "--config=configs/pretrain.py:tiny,pack=3", "--topology=v5p-8",
         "--config.model.attention_impl=splash", "--config.model.attention_dropout=0.0",
         "--config.max_seq_length=128",
     )  # fmt: skip

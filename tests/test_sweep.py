@@ -162,7 +162,8 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
     )
     root = tmp_path / "runs"
     # The real SST-2 files, cut to their first rows (192 to train on, 256 dev
-    # sentences to choose by): small settings, real text and labels.
+    # sentences to choose by): small settings (rows of 32 tokens, fixed shapes:
+    # one compile for all points), real text and labels.
     sst2 = tmp_path / "glue" / "SST-2"
     sst2.mkdir(parents=True)
     for name, rows in (("train.tsv", 192), ("dev.tsv", 256)):
@@ -172,7 +173,7 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
         sys.executable, "-m", "bert_jax.sweep", f"--sweep={_sweep_file(tmp_path, body)}",
         f"--config={GLUE}:task=sst2", f"--workdir_root={root}",
         f"--config.init_checkpoint={minilm_dir}",
-        f"--config.data.data_dir={tmp_path / 'glue'}", "--config.max_seq_length=64",
+        f"--config.data.data_dir={tmp_path / 'glue'}", "--config.max_seq_length=32",
         "--config.train_batch_size=16", "--config.num_train_steps=12",
         "--config.eval_batch_size=128", "--config.log_every=1",
         "--config.checkpoint_every=12", "--config.data.length_bucket=0",

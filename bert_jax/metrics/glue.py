@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.stats
 
 from bert_jax.data.glue import GlueTask, get_task
 
@@ -98,6 +97,8 @@ def _scores(predictions, labels) -> tuple[np.ndarray, np.ndarray] | None:
 
 def pearson(predictions, labels) -> float:
     """Pearson correlation (scipy's `pearsonr`); 0.0 when a side is constant."""
+    import scipy.stats  # here, not at the top: it costs every CLI start 0.7 s
+
     pair = _scores(predictions, labels)
     return 0.0 if pair is None else float(scipy.stats.pearsonr(*pair).statistic)
 
@@ -107,6 +108,8 @@ def spearman(predictions, labels) -> float:
 
     Ties share their average rank, as in scipy.
     """
+    import scipy.stats
+
     pair = _scores(predictions, labels)
     return 0.0 if pair is None else float(scipy.stats.spearmanr(*pair).statistic)
 

@@ -11,7 +11,9 @@ Each batch's examples are packed up to 16 to a row (data.pack_examples,
 the rows cut to the fullest, data.length_bucket=16): the same examples and
 loss per step as the padded batches (tests/tasks/test_finetune_tasks.py
 checks the equality), without their padding work (SST-2 averages 21 of 64
-positions).
+positions). The packed row counts are rounded up to even
+(data.pack_row_multiple=2): 3 step shapes to compile instead of 6, for 7%
+more row slots (SST-2 alone: 119 s instead of 140 s, the same accuracy).
 """
 
 import json
@@ -39,6 +41,7 @@ def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
         "--config.optimizer.weight_decay=0.01", "--config.optimizer.grad_clip_norm=1.0",
         "--config.eval_batch_size=128", "--config.log_every=25",
         "--config.data.length_bucket=16", "--config.data.pack_examples=16",
+        "--config.data.pack_row_multiple=2",
     ]  # fmt: skip
     t = time.time()
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
