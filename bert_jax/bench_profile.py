@@ -38,7 +38,7 @@ _NOT_KERNELS = (
     "ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "CommonPjRt", "ParseArguments",
     "end:", "while", "conditional", "call",
 )  # fmt: skip
-_RNG_OPS = ("_bernoulli", "_uniform", "random_bits", "threefry", "_random_bits")
+_RNG_OPS = ("_bernoulli", "_uniform", "random_bits", "threefry")
 
 
 def _instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
