@@ -2,6 +2,7 @@
 formula and the compiler give (timings themselves are measured, not tested)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,6 +63,7 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
     # left on in the base run, and the variant turns it off: its RNG time is 0.
     for run, rng in ((r, True), (v, False)):
         p = run["profile"]
+        assert all(math.isfinite(ms) for ms in p["ms_by_kind"].values()), p["ms_by_kind"]
         assert_close(sum(p["ms_by_kind"].values()), p["kernel_ms"], rtol=1e-9)
         assert p["ms_by_kind"]["matmul"] > 0 and p["ms_by_kind"]["other"] > 0
         assert (p["ms_by_kind"]["dropout RNG"] > 0) == rng, p["ms_by_kind"]
