@@ -48,6 +48,7 @@ from bert_jax import (
     bench_profile,
     configs,
     flops,
+    malloc_hugepages,
     optim,
     records,
     sharding,
@@ -85,6 +86,14 @@ def _define_flags() -> None:
     )
     flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
     flags.DEFINE_string("label", "", "What this run measures (for --record).")
+    flags.DEFINE_string(
+        "name",
+        "base",
+        "This run's variant name under --label. A change that cannot alternate in one "
+        "process (an environment variable read at start, such as "
+        "BERT_JAX_MALLOC_HUGEPAGES=0) is two runs: the before one as base, the after "
+        "one under a name.",
+    )
     flags.DEFINE_bool(
         "profile",
         False,
@@ -231,9 +240,9 @@ def _inputs(config, f):
     return bench_inputs.classification_batch(text, vocab_file, f.batch, f.seq, bucket)
 
 
-def _variants(assignments: list[str]) -> list[tuple[str, list[str]]]:
-    """`--variant=name:key=value;key=value` -> [(name, ["key=value", ...])], "base" first."""
-    out = [("base", [])]
+def _variants(assignments: list[str], first: str = "base") -> list[tuple[str, list[str]]]:
+    """`--variant=name:key=value;key=value` -> [(name, ["key=value", ...])], `first` first."""
+    out = [(first, [])]
     for v in assignments:
         name, _, rest = v.partition(":")
         out.append((name, [a for a in rest.split(";") if a]))
@@ -254,7 +263,7 @@ def run(argv_command: str) -> list[dict]:
     if peak is None:  # Measured before anything else runs (no thread pools spinning).
         peak, peak_source = measured_matmul_flops(f.dtype), "measured matmul"
     runs = []
-    for name, assignments in _variants(f.variant):
+    for name, assignments in _variants(f.variant, f.name):
         c = config.copy_and_resolve_references()
         _override(c, assignments)
         runs.append((name, assignments, *jax_step(c, f.mode, local)))
@@ -317,6 +326,8 @@ def run(argv_command: str) -> list[dict]:
             "jax": jax.__version__,
             "python": platform.python_version(),
             "command": argv_command,
+            # Read once at start; bert_jax.malloc_hugepages sets it (CPU step time).
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         }
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())
@@ -334,6 +345,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
+    if os.environ.get(malloc_hugepages.OPT_OUT) == "0":
+        command = f"{malloc_hugepages.OPT_OUT}=0 {command}"
     if FLAGS.profile:
         # Read when the backend starts, which is after this (nothing ran yet).
         os.environ["XLA_FLAGS"] = (
@@ -375,5 +388,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    malloc_hugepages.reexec()  # as `python -m bert_jax.main` runs: timed as users train
     _define_flags()
     app.run(main)

@@ -22,6 +22,7 @@ import pytest
 
 from bert_jax import embed, sharding
 from bert_jax.data.tokenizer import BertTokenizer
+from tests.cli_env import cli_env
 from tests.numerics import assert_close, max_abs_diff
 
 torch = pytest.importorskip("torch")
@@ -169,11 +170,8 @@ def test_last_four_layers_concatenated_with_token_offsets(minilm_dir, uniform, h
 
 
 def _cli(*args, one_device=False):
-    env = dict(os.environ)
-    if one_device:  # the plain single-device case (and a quicker compile)
-        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-            "--xla_force_host_platform_device_count=8", ""
-        )
+    # one_device: the plain single-device case (and a quicker compile).
+    env = cli_env(1) if one_device else dict(os.environ)
     cmd = [sys.executable, "-m", "bert_jax.embed", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 

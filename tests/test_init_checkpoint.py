@@ -10,7 +10,6 @@ checkpoint's. Then the rules of `pretrained.load_into` one by one.
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from bert_jax import configs, pretrained, train
 from bert_jax.models.bert import BertModel
 from bert_jax.models.heads import BertForPreTraining, BertForSequenceClassification
 from tests import checkpoint_sources, train_data
+from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +127,7 @@ def test_minilm_into_a_scanned_glue_model_from_the_command_line(minilm_dir, shar
         "--config.num_train_steps=1", "--config.data.max_train_examples=64",
         "--config.max_seq_length=32", "--config.eval_batch_size=256",
     ]  # fmt: skip
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=REPO, env=cli_env(1), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     (line,) = [x for x in out.stderr.splitlines() if "init_checkpoint" in x and "loaded" in x]
     assert "loaded 23 of 25 parameters" in line, line

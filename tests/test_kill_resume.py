@@ -36,6 +36,7 @@ import pytest
 from bert_jax import checkpoint, configs, optim, sharding, tasks, train
 from bert_jax.predict import Predictor
 from tests import train_data
+from tests.cli_env import cli_env
 from tests.numerics import assert_equal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,12 +66,7 @@ PRETRAIN = {
 
 def _env(cmd):
     """The CLI's environment: 8 host devices for a command that sets a mesh, else 1."""
-    devices = 8 if any(a.startswith("--config.mesh_shape=") for a in cmd) else 1
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    return cli_env(8 if any(a.startswith("--config.mesh_shape=") for a in cmd) else 1)
 
 
 def _config(path: str, values: dict):

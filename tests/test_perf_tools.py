@@ -3,7 +3,6 @@ formula and the compiler give (timings themselves are measured, not tested)."""
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +11,14 @@ import pytest
 
 from bert_jax import aot, flops
 from bert_jax.models.bert import config_for_size
+from tests.cli_env import cli_env
 from tests.numerics import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = cli_env(1)
     # libtpu takes a lock file per machine; two test workers compiling at once
     # would fail on it (compiling only, they share no TPU).
     env["ALLOW_MULTIPLE_LIBTPU_LOAD"] = "1"

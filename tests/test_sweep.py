@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bert_jax import configs, sweep
+from tests.cli_env import cli_env
 from tests.numerics import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +179,7 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
         "--config.eval_batch_size=128", "--config.log_every=1",
         "--config.checkpoint_every=12", "--config.data.length_bucket=0",
     ]  # fmt: skip
-    env = _env() | {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = _env() | {"XLA_FLAGS": cli_env(1)["XLA_FLAGS"]}
     names = [f"optimizer.learning_rate={lr},seed={s}" for lr in ("0.0001", "3e-05") for s in (0, 1)]
     first, second = root / names[0], root / names[1]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)

@@ -4,7 +4,6 @@ Runs on the 8 host CPU devices that conftest.py asks XLA for.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from bert_jax import checkpoint, configs, optim, sharding, tasks, train
 from bert_jax.data import embedded_pretraining, pretraining_records
 from bert_jax.predict import Predictor
 from tests import train_data
+from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
 from tests.train_data import tiny_config
 
@@ -182,12 +182,7 @@ def _main_cmd(workdir, records, *extra):
 
 
 def _env(devices=8):
-    env = dict(os.environ)
-    # The other XLA flags stay: the CLI runs must compile as this process does.
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    return cli_env(devices)
 
 
 def _restore_params(workdir, config):

@@ -8,7 +8,6 @@ folder.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from bert_jax import configs, pretrained, train, workdir_config
 from bert_jax.configs import common
 from bert_jax.tasks.model_setup import model_config
 from tests import train_data
+from tests.cli_env import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 ONE = jax.devices()[:1]
@@ -174,7 +174,7 @@ def test_a_config_file_in_any_folder_trains(records, tmp_path):
         "                       do_lower_case=True, num_shards=0, shuffle_buffer=100))\n"
         "    return c\n"
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = cli_env(1)
     cmd = [
         sys.executable, "-m", "bert_jax.main",
         f"--config={folder / 'my_pretrain.py'}:steps=3", f"--workdir={tmp_path / 'run'}",

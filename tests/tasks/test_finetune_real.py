@@ -17,7 +17,6 @@ more row slots (SST-2 alone: 119 s instead of 140 s, the same accuracy).
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,12 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_env import cli_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env = cli_env(1)
     cmd = [
         sys.executable, "-m", "bert_jax.main", f"--config=configs/glue.py:task={task}",
         f"--workdir={workdir}", f"--config.init_checkpoint={minilm_dir}",
