@@ -14,6 +14,10 @@ checks the equality), without their padding work (SST-2 averages 21 of 64
 positions). The packed row counts are rounded up to even
 (data.pack_row_multiple=2): 3 step shapes to compile instead of 6, for 7%
 more row slots (SST-2 alone: 119 s instead of 140 s, the same accuracy).
+Evaluation takes 512 examples a batch: each packed eval batch has its own row
+count and compiles once, and at 128 the STS-B dev set made 9 shapes of 12
+batches (SST-2 4 of 7); at 512 it is 3 (SST-2 2). STS-B's eval then took
+12.5 s instead of 21 s, the same Spearman to 6 digits.
 """
 
 import json
@@ -39,7 +43,7 @@ def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
         "--config.num_train_epochs=2", "--config.train_batch_size=32",
         "--config.optimizer.learning_rate=1e-4", "--config.optimizer.warmup_proportion=0.1",
         "--config.optimizer.weight_decay=0.01", "--config.optimizer.grad_clip_norm=1.0",
-        "--config.eval_batch_size=128", "--config.log_every=25",
+        "--config.eval_batch_size=512", "--config.log_every=25",
         "--config.data.length_bucket=16", "--config.data.pack_examples=16",
         "--config.data.pack_row_multiple=2",
     ]  # fmt: skip
