@@ -51,7 +51,7 @@ def _thp_available() -> bool:
 
 def enabled(environ: Mapping[str, str]) -> bool:
     """Whether this process's malloc was started with huge pages."""
-    return "glibc.malloc.hugetlb=1" in environ.get("GLIBC_TUNABLES", "").split(":")
+    return TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
 
 
 def wanted(environ: Mapping[str, str]) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bert_jax import records  # noqa: E402
+from bert_jax import malloc_hugepages, records  # noqa: E402
 
 
 def _rows(path: Path, *key: str) -> list[dict]:
@@ -79,7 +79,8 @@ def _layout(r: dict) -> str:
 
 def _malloc(r: dict) -> str:
     """glibc's malloc as the process started (records before the field: default)."""
-    return "huge pages" if "glibc.malloc.hugetlb=1" in r.get("glibc_tunables", "") else "default"
+    tunables = {"GLIBC_TUNABLES": r.get("glibc_tunables", "")}
+    return "huge pages" if malloc_hugepages.enabled(tunables) else "default"
 
 
 def compare_section(rows: list[dict]) -> list[str]:

@@ -181,10 +181,6 @@ def _main_cmd(workdir, records, *extra):
     ]
 
 
-def _env(devices=8):
-    return cli_env(devices)
-
-
 def _restore_params(workdir, config):
     """The final checkpoint's params as numpy, planned like the trainer does."""
     task = tasks.get(config)
@@ -215,7 +211,7 @@ def test_two_processes_match_one(records, tmp_path):
     ]
     port = _free_port()
     wd = tmp_path / "multi"
-    env = _env(devices=4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    env = cli_env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     procs = [
         subprocess.Popen(
             _main_cmd(wd, records, *extra)
@@ -365,7 +361,7 @@ def test_tiny_pretraining_runs_out_of_the_box_and_learns(tmp_path):
             "--config.optimizer.schedule=constant",
         ],
         cwd=REPO,
-        env=_env(devices=1),
+        env=cli_env(1),
         capture_output=True,
         text=True,
     )
