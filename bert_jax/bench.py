@@ -54,6 +54,7 @@ from bert_jax import (
     sharding,
     tasks,
     train,
+    xla_cpu_onednn,
 )
 from bert_jax.data import pack_examples
 
@@ -82,7 +83,9 @@ def _define_flags() -> None:
         "variant",
         [],
         "Also time name:key=value;key=value (overrides on top of --set), in alternating "
-        "rounds with the base config in the same process: before/after comparisons.",
+        "rounds with the base config in the same process: before/after comparisons. "
+        "xla.NAME=value sets an XLA compiler option for that variant's compile "
+        "(e.g. xla.xla_cpu_use_onednn=false).",
     )
     flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
     flags.DEFINE_string("label", "", "What this run measures (for --record).")
@@ -105,6 +108,19 @@ def _define_flags() -> None:
 # ----------------------------------------------------------------------------
 # Config, batch and the timed functions.
 # ----------------------------------------------------------------------------
+
+
+def _compiler_options(assignments) -> tuple[list[str], dict]:
+    """Split `xla.NAME=value` items off: (config assignments, XLA compiler options)."""
+    rest, options = [], {}
+    for item in assignments:
+        key, _, text = item.partition("=")
+        if not key.startswith("xla."):
+            rest.append(item)
+            continue
+        literal = {"true": True, "false": False}.get(text.lower(), text)
+        options[key.removeprefix("xla.")] = literal
+    return rest, options
 
 
 def _override(config, assignments) -> None:
@@ -159,7 +175,7 @@ def _peak_memory(compiled) -> int:
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
 
 
-def jax_step(config, mode: str, local_batch):
+def jax_step(config, mode: str, local_batch, compiler_options: dict | None = None):
     """(run one step -> seconds, compile seconds, peak memory bytes, token counts, rows,
     model config, the compiled step)."""
     if config.data.get("pack_examples"):  # classification: the same examples, packed
@@ -194,7 +210,7 @@ def jax_step(config, mode: str, local_batch):
                 lambda p, b: model.apply({"params": p}, **task.model_inputs(b), deterministic=True)
             )
         args = (state, batch) if mode == "train" else (state.params, batch)
-        compiled = fn.lower(*args).compile()
+        compiled = fn.lower(*args).compile(compiler_options or None)
         compile_s = time.perf_counter() - t
     counts = jax.device_get(flops.token_counts(task.model_inputs(local_batch)))
     box = {"state": state}
@@ -265,8 +281,9 @@ def run(argv_command: str) -> list[dict]:
     runs = []
     for name, assignments in _variants(f.variant, f.name):
         c = config.copy_and_resolve_references()
-        _override(c, assignments)
-        runs.append((name, assignments, *jax_step(c, f.mode, local)))
+        config_assignments, options = _compiler_options(assignments)
+        _override(c, config_assignments)
+        runs.append((name, assignments, *jax_step(c, f.mode, local, options)))
     hf_step = None
     if f.compare:
         from bert_jax import bench_hf
@@ -328,6 +345,9 @@ def run(argv_command: str) -> list[dict]:
             "command": argv_command,
             # Read once at start; bert_jax.malloc_hugepages sets it (CPU step time).
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            # Where this run's CPU dots ran (bert_jax.xla_cpu_onednn; an xla. variant
+            # overrides it for its own compile).
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
         }
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())
@@ -345,8 +365,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
-    if os.environ.get(malloc_hugepages.OPT_OUT) == "0":
-        command = f"{malloc_hugepages.OPT_OUT}=0 {command}"
+    for opt_out in (malloc_hugepages.OPT_OUT, xla_cpu_onednn.OPT_OUT):
+        if os.environ.get(opt_out) == "0":
+            command = f"{opt_out}=0 {command}"
     if FLAGS.profile:
         # Read when the backend starts, which is after this (nothing ran yet).
         os.environ["XLA_FLAGS"] = (
@@ -389,5 +410,6 @@ def main(argv):
 
 if __name__ == "__main__":
     malloc_hugepages.reexec()  # as `python -m bert_jax.main` runs: timed as users train
+    xla_cpu_onednn.apply()
     _define_flags()
     app.run(main)

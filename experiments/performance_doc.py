@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bert_jax import malloc_hugepages, records  # noqa: E402
+from bert_jax import malloc_hugepages, records, xla_cpu_onednn  # noqa: E402
 
 
 def _rows(path: Path, *key: str) -> list[dict]:
@@ -83,17 +83,23 @@ def _malloc(r: dict) -> str:
     return "huge pages" if malloc_hugepages.enabled(tunables) else "default"
 
 
+def _dots(r: dict) -> str:
+    """Where XLA:CPU ran the dots (records before the field: XLA's default)."""
+    flags = {"XLA_FLAGS": r.get("xla_flags", "")}
+    return "oneDNN" if xla_cpu_onednn.enabled(flags) else "XLA default"
+
+
 def compare_section(rows: list[dict]) -> list[str]:
     out = [
-        "| model | task | mode | batch x seq | dtype | malloc | bert_jax batch | "
+        "| model | task | mode | batch x seq | dtype | malloc | CPU dots | bert_jax batch | "
         "bert_jax ms/step | HF ms/step | bert_jax / HF speed | real tokens/s | "
         "MFU (of measured matmul) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {_model(r)} | {r['task']} | {r['mode']} | {_shape(r)} | {r['dtype']} | "
-            f"{_malloc(r)} | "
+            f"{_malloc(r)} | {_dots(r)} | "
             f"{_layout(r)} | "
             f"{_ms(r['step_time_s'])} | {_ms(r['hf_step_time_s'])} | {r['ratio']:.2f}x | "
             f"{r['tokens_per_s']:,.0f} | {r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} GFLOP/s |"
@@ -392,7 +398,12 @@ def main() -> None:
         "malloc: `huge pages` where the run started with glibc's malloc on transparent "
         "huge pages (`bert_jax.malloc_hugepages`, what `python -m bert_jax.bench` and "
         "`bert_jax.main` do by default since it was added), `default` for glibc's "
-        "default (`BERT_JAX_MALLOC_HUGEPAGES=0`, and every run recorded before).",
+        "default (`BERT_JAX_MALLOC_HUGEPAGES=0`, and every run recorded before). CPU "
+        "dots: `oneDNN` where XLA:CPU ran bert_jax's matrix multiplies in oneDNN "
+        "(`bert_jax.xla_cpu_onednn`, the CLIs' default on x86-64 since it was added), "
+        "`XLA default` for XLA's own choice (YNNPACK and plain dot thunks; "
+        "`BERT_JAX_XLA_CPU_ONEDNN=0`, and every run recorded before). HF's PyTorch is "
+        "the same in both.",
         "",
         *compare_section(compare),
         "",
@@ -403,15 +414,17 @@ def main() -> None:
         "## Optimisations, before and after",
         "",
         "Each measured in one process, the variants in alternating rounds with the "
-        "base config (`--variant`).",
+        "base config (`--variant`; an `xla.` override is an XLA compiler option for "
+        "that variant's compile).",
         "",
         *optimisation_section(opt),
         "## Where a CPU step's time goes",
         "",
         "`python -m bert_jax.bench --profile` traces a few more steps with XLA:CPU's "
         "per-kernel events and sums each kernel's time by what its HLO computes "
-        "(`bert_jax/bench_profile.py`): matmuls (XLA hands dots to YNNPACK), the dropout "
-        "masks' random bits, layout copies and transposes, and everything else. Kernels "
+        "(`bert_jax/bench_profile.py`): matmuls (YNNPACK's, or oneDNN's under "
+        "`bert_jax.xla_cpu_onednn`), the dropout masks' random bits, layout copies and "
+        "transposes, and everything else. Kernels "
         "overlap a little, so the kinds add up to slightly more than the step.",
         "",
         *(profile_section(profiled) if profiled else ["Not profiled yet."]),

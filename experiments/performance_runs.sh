@@ -47,6 +47,12 @@ if [[ $what == cpu || $what == all ]]; then
   # glibc's malloc on huge pages is read at process start: before and after are two runs.
   BERT_JAX_MALLOC_HUGEPAGES=0 "${bench[@]}" "${small[@]}" --label=opt/malloc-hugepages
   "${bench[@]}" "${small[@]}" --label=opt/malloc-hugepages --name=hugepages
+  # XLA:CPU's dots in oneDNN (bert_jax.xla_cpu_onednn): base without it, the variant
+  # with it as compiler options, alternating in one process.
+  onednn="onednn:xla.xla_cpu_use_onednn=true;xla.xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+  BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${small[@]}" --label=opt/cpu-onednn --variant="$onednn"
+  BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${minilm[@]}" --label=opt/cpu-onednn-classification \
+    --variant="$onednn"
   # Where the time goes: kernel time by kind (bert_jax.bench_profile).
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
