@@ -81,6 +81,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     malloc_hugepages.reexec()  # CPU steps up to 20% faster (docs/performance.md); same PID
-    xla_cpu_onednn.apply()  # CPU dots in oneDNN: 5-10% faster steps (docs/performance.md)
+    xla_cpu_onednn.apply()  # CPU dots in oneDNN: steps 7-8% faster (docs/performance.md)
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=_parse_flags)
