@@ -348,6 +348,9 @@ def run(argv_command: str) -> list[dict]:
             # Where this run's CPU dots ran (bert_jax.xla_cpu_onednn; an xla. variant
             # overrides it for its own compile).
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            # models/dropout.py: 16-bit masks, or 32 (flax's nn.Dropout, every
+            # record before the field).
+            "dropout_mask_bits": model_config.dropout_mask_bits,
         }
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())

@@ -89,17 +89,24 @@ def _dots(r: dict) -> str:
     return "oneDNN" if xla_cpu_onednn.enabled(flags) else "XLA default"
 
 
+def _masks(r: dict) -> str:
+    """bert_jax's dropout masks (records before the field: flax's nn.Dropout)."""
+    if r["mode"] == "infer":
+        return "- (no dropout)"
+    return "16-bit" if r.get("dropout_mask_bits", 32) == 16 else "flax"
+
+
 def compare_section(rows: list[dict]) -> list[str]:
     out = [
-        "| model | task | mode | batch x seq | dtype | malloc | CPU dots | bert_jax batch | "
-        "bert_jax ms/step | HF ms/step | bert_jax / HF speed | real tokens/s | "
+        "| model | task | mode | batch x seq | dtype | malloc | CPU dots | dropout masks | "
+        "bert_jax batch | bert_jax ms/step | HF ms/step | bert_jax / HF speed | real tokens/s | "
         "MFU (of measured matmul) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {_model(r)} | {r['task']} | {r['mode']} | {_shape(r)} | {r['dtype']} | "
-            f"{_malloc(r)} | {_dots(r)} | "
+            f"{_malloc(r)} | {_dots(r)} | {_masks(r)} | "
             f"{_layout(r)} | "
             f"{_ms(r['step_time_s'])} | {_ms(r['hf_step_time_s'])} | {r['ratio']:.2f}x | "
             f"{r['tokens_per_s']:,.0f} | {r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} GFLOP/s |"
@@ -402,8 +409,11 @@ def main() -> None:
         "dots: `oneDNN` where XLA:CPU ran bert_jax's matrix multiplies in oneDNN "
         "(`bert_jax.xla_cpu_onednn`, the CLIs' default on x86-64 since it was added), "
         "`XLA default` for XLA's own choice (YNNPACK and plain dot thunks; "
-        "`BERT_JAX_XLA_CPU_ONEDNN=0`, and every run recorded before). HF's PyTorch is "
-        "the same in both.",
+        "`BERT_JAX_XLA_CPU_ONEDNN=0`, and every run recorded before). Dropout masks: "
+        "`16-bit` for bert_jax's own (`models/dropout.py`, four 16-bit uniforms per "
+        "Threefry hash; the default since it was added), `flax` for flax's nn.Dropout "
+        "(`model.dropout_mask_bits=32`, and every run recorded before); HF draws its "
+        "own. HF's PyTorch is the same in both.",
         "",
         *compare_section(compare),
         "",

@@ -53,6 +53,11 @@ if [[ $what == cpu || $what == all ]]; then
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${small[@]}" --label=opt/cpu-onednn --variant="$onednn"
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${minilm[@]}" --label=opt/cpu-onednn-classification \
     --variant="$onednn"
+  # Dropout masks: flax's nn.Dropout (32) before, models/dropout.py's 16-bit masks after.
+  "${bench[@]}" "${small[@]}" --set=model.dropout_mask_bits=32 --label=opt/dropout-masks \
+    --variant="mask16:model.dropout_mask_bits=16"
+  "${bench[@]}" "${minilm[@]}" --set=model.dropout_mask_bits=32 \
+    --label=opt/dropout-masks-classification --variant="mask16:model.dropout_mask_bits=16"
   # Where the time goes: kernel time by kind (bert_jax.bench_profile).
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"

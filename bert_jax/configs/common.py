@@ -41,6 +41,7 @@ MODEL_FIELDS = {
     "use_token_type_embeddings": bool,
     "use_pooler": bool,
     "classifier_dropout": float,
+    "dropout_mask_bits": int,
 }
 
 

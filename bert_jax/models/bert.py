@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax.models.dropout import MASK_BITS, Dropout
 from bert_jax.sharding import BATCH, EMBED, EMBED_OUT, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
 
 # name: (layers, hidden, heads). Compact sizes from Turc et al. 2019
@@ -126,6 +127,11 @@ class BertConfig:
     # classifier_dropout_prob (ALBERT, 0.1) and seq_classif_dropout
     # (DistilBERT, 0.2: Sanh et al. 2019's released fine-tuning setting).
     classifier_dropout: float | None = None
+    # Dropout masks from 16-bit uniforms, four per Threefry hash (models/dropout.py:
+    # the same rates, a quarter of the random bits; a small pretraining step on
+    # CPU 13.9% faster, docs/performance.md "dropout-masks"), or 32: flax's
+    # nn.Dropout, bit for bit (the masks of runs made before it).
+    dropout_mask_bits: int = 16
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -143,6 +149,10 @@ class BertConfig:
             raise ValueError(
                 f"attention_impl 'splash' has no attention dropout: set attention_dropout=0 "
                 f"(it is {self.attention_dropout})"
+            )
+        if self.dropout_mask_bits not in MASK_BITS:
+            raise ValueError(
+                f"dropout_mask_bits must be one of {MASK_BITS}, got {self.dropout_mask_bits}"
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
@@ -266,7 +276,7 @@ class Embeddings(nn.Module):
                 cfg.type_vocab_size, embedding_init=_param(init, (None, EMBED)), **kw
             )
         self.layer_norm = _layer_norm(cfg)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout, cfg.dropout_mask_bits)
         if cfg.embedding_size is not None:
             # ALBERT: (E, H), the input side named like every other embed axis.
             self.projection = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,))
@@ -357,7 +367,9 @@ class SelfAttention(nn.Module):
             logits = logits / math.sqrt(cfg.head_dim)
             logits = jnp.where(key_mask, logits, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(logits, axis=-1)  # fp32, (B, N, L, L)
-            dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=self.deterministic)
+            dropped = Dropout(cfg.attention_dropout, cfg.dropout_mask_bits)(
+                probs, deterministic=self.deterministic
+            )
             ctx = jnp.einsum("bnqk,bknd->bqnd", dropped.astype(v.dtype), v)
         elif cfg.attention_impl == "splash":
             ctx = _splash(q, k, v, segments)
@@ -371,7 +383,9 @@ class SelfAttention(nn.Module):
         out = _dense(
             cfg, cfg.hidden_size, (HEADS, KV, EMBED), (EMBED,), axis=(-2, -1), name="output"
         )(ctx)
-        out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=self.deterministic)
+        out = Dropout(cfg.hidden_dropout, cfg.dropout_mask_bits)(
+            out, deterministic=self.deterministic
+        )
         out = _layer_norm(cfg, name="layer_norm")(out + x)
         return _constrain(out, (BATCH, LENGTH, EMBED)), probs
 
@@ -389,7 +403,7 @@ class Mlp(nn.Module):
         h = ACTIVATIONS[cfg.hidden_act](h)
         h = _constrain(h, (BATCH, LENGTH, MLP))
         h = _dense(cfg, cfg.hidden_size, (MLP, EMBED), (EMBED,), name="output")(h)
-        h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=self.deterministic)
+        h = Dropout(cfg.hidden_dropout, cfg.dropout_mask_bits)(h, deterministic=self.deterministic)
         return _constrain(_layer_norm(cfg, name="layer_norm")(h + x), (BATCH, LENGTH, EMBED))
 
 

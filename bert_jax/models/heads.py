@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.models.bert import ACTIVATIONS, BertConfig, BertModel, _dense, _layer_norm
+from bert_jax.models.dropout import Dropout
 from bert_jax.sharding import CLASSES, EMBED, EMBED_OUT, VOCAB
 
 
@@ -82,11 +83,11 @@ class Classifier(nn.Module):
         rate = cfg.hidden_dropout if cfg.classifier_dropout is None else cfg.classifier_dropout
         if self.hidden_act:
             if self.dropout and self.hidden_act == "tanh":
-                x = nn.Dropout(rate)(x, deterministic=deterministic)
+                x = Dropout(rate, cfg.dropout_mask_bits)(x, deterministic=deterministic)
             hidden = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="hidden")
             x = HIDDEN_ACTS[self.hidden_act](hidden(x))
         if self.dropout:
-            x = nn.Dropout(rate)(x, deterministic=deterministic)
+            x = Dropout(rate, cfg.dropout_mask_bits)(x, deterministic=deterministic)
         dense = _dense(cfg, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
         return dense(x).astype(jnp.float32)
 
