@@ -361,7 +361,7 @@ def test_tiny_pretraining_runs_out_of_the_box_and_learns(tmp_path):
             "--config.optimizer.schedule=constant",
         ],
         cwd=REPO,
-        env=cli_env(1),
+        env=cli_env(1, compile_cache=False),
         capture_output=True,
         text=True,
     )

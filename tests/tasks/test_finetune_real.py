@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _finetune(workdir, minilm_dir, shared_data, task, n_train, seq_len):
-    env = cli_env(1)
+    env = cli_env(1, compile_cache=False)  # one-off shapes; the CLI's own CPU dots
     cmd = [
         sys.executable, "-m", "bert_jax.main", f"--config=configs/glue.py:task={task}",
         f"--workdir={workdir}", f"--config.init_checkpoint={minilm_dir}",
