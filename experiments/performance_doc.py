@@ -165,14 +165,25 @@ def profile_section(rows: list[dict]) -> list[str]:
     first = rows[0]
     p = first["profile"]
     alone = first["model_flops_per_step"] / (p["ms_by_kind"]["matmul"] / 1e3) / first["peak_flops"]
+    matmul_ms, step_ms = p["ms_by_kind"]["matmul"], first["step_time_s"] * 1e3
+    if matmul_ms < step_ms:
+        reading = (
+            f"In the first run the matmul kernels alone take {matmul_ms:,.0f} ms a step: "
+            f"even if every other kernel cost nothing, its MFU would be {alone:.0%}, since "
+            "XLA:CPU's matmuls on these shapes run below its rate on one 2048 x 2048 x "
+            "2048 product (the peak MFU is taken against)."
+        )
+    else:
+        reading = (
+            f"In the first run the matmul kernels' times add up to {matmul_ms:,.0f} ms, "
+            f"more than the {step_ms:,.0f} ms step: XLA:CPU runs independent matmuls (a "
+            "weight gradient and an input gradient) at once, sharing the two cores, so "
+            "their times overlap and the last column understates their rate."
+        )
     out += [
         "",
         "The last column counts real tokens' FLOPs only, so padding computed by the "
-        "matmuls shows as a lower rate. In the first run the matmul kernels alone take "
-        f"{p['ms_by_kind']['matmul']:,.0f} ms a step: even if every other kernel cost "
-        f"nothing, its MFU would be {alone:.0%}, since XLA:CPU's matmuls on these shapes "
-        "run below its rate on one 2048 x 2048 x 2048 product (the peak MFU is taken "
-        "against).",
+        f"matmuls shows as a lower rate. {reading}",
         "",
         f"The largest kernels of the first run ({_model(first)}, {first['task']}, "
         f"{first['variant']}):",
@@ -433,9 +444,10 @@ def main() -> None:
         "`python -m bert_jax.bench --profile` traces a few more steps with XLA:CPU's "
         "per-kernel events and sums each kernel's time by what its HLO computes "
         "(`bert_jax/bench_profile.py`): matmuls (YNNPACK's, or oneDNN's under "
-        "`bert_jax.xla_cpu_onednn`), the dropout masks' random bits, layout copies and "
-        "transposes, and everything else. Kernels "
-        "overlap a little, so the kinds add up to slightly more than the step.",
+        "`bert_jax.xla_cpu_onednn`), the dropout masks' random bits (flax's; bert_jax's "
+        "16-bit masks fuse into the select that applies them and count as other), "
+        "layout copies and transposes, and everything else. Kernels can overlap, so "
+        "the kinds can add up to more than the step.",
         "",
         *(profile_section(profiled) if profiled else ["Not profiled yet."]),
         "",
