@@ -309,8 +309,27 @@ def _layer_norm(cfg: BertConfig, name: str | None = None) -> nn.LayerNorm:
     )
 
 
+class _RowsDense(nn.DenseGeneral):
+    """DenseGeneral on the input's rows: the leading (batch, length) dims flattened to one.
+
+    The same parameters and math. XLA:CPU lowers the weight gradient of a
+    dense over (B, L, H) activations, a dot contracting two dims, by first
+    writing the (B*L, F) output gradient transposed; over (B*L, H) rows it
+    reads the operands as they are. A small pretraining step on the 2-core
+    CPU: docs/performance.md, "dense-rows".
+    """
+
+    def __call__(self, x):
+        n_in = len(self.axis) if isinstance(self.axis, tuple) else 1
+        if x.ndim <= n_in + 1:
+            return super().__call__(x)
+        lead = x.shape[:-n_in]
+        y = super().__call__(x.reshape((-1, *x.shape[-n_in:])))
+        return y.reshape(*lead, *y.shape[1:])
+
+
 def _dense(cfg: BertConfig, features, kernel_names, bias_names, axis=-1, name=None):
-    return nn.DenseGeneral(
+    return _RowsDense(
         features=features,
         axis=axis,
         dtype=cfg.compute_dtype,
