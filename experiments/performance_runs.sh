@@ -58,6 +58,22 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="mask16:model.dropout_mask_bits=16"
   "${bench[@]}" "${minilm[@]}" --set=model.dropout_mask_bits=32 \
     --label=opt/dropout-masks-classification --variant="mask16:model.dropout_mask_bits=16"
+  # Changes to the code, not the config: "before" runs at the commit before each change,
+  # in a temporary worktree that records to this tree's docs/results.
+  at_commit() {  # at_commit COMMIT CMD...
+    local tree
+    tree=$(mktemp -d)
+    git worktree add --detach "$tree" "$1" >/dev/null
+    rm -rf "$tree/docs/results" && ln -s "$PWD/docs/results" "$tree/docs/results"
+    (cd "$tree" && "${@:2}")
+    git worktree remove --force "$tree"
+  }
+  # Dense layers on rows (models/bert.py _RowsDense, commit 078b1ba).
+  at_commit 00d0ddc "${bench[@]}" "${small[@]}" --label=opt/dense-rows
+  at_commit 078b1ba "${bench[@]}" "${small[@]}" --label=opt/dense-rows --name=rows
+  # The MLM decoder and loss vocabulary-major (models/heads.py MlmHead, tasks/pretraining.py).
+  at_commit 078b1ba "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major
+  "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major --name=vocab-major
   # Where the time goes: kernel time by kind (bert_jax.bench_profile).
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"

@@ -294,6 +294,12 @@ class Embeddings(nn.Module):
         """Logits against the word-embedding table: the tied MLM decoder."""
         return self.word_embeddings.attend(x)
 
+    def attend_vocab_major(self, rows):
+        """`attend` with the vocabulary first: rows (N, E) -> logits (V, N)."""
+        emb = self.word_embeddings
+        rows, table = nn.dtypes.promote_dtype(rows, emb.embedding, dtype=emb.dtype)
+        return jnp.dot(table, rows.T)
+
 
 def _layer_norm(cfg: BertConfig, name: str | None = None) -> nn.LayerNorm:
     # Statistics are reduced in fp32 even for bf16 compute
@@ -594,6 +600,10 @@ class BertModel(nn.Module):
     def attend(self, x):
         """x (..., H) -> logits (..., vocab) against the word embeddings."""
         return self.embeddings.attend(x)
+
+    def attend_vocab_major(self, rows):
+        """rows (N, H) -> logits (vocab, N) against the word embeddings."""
+        return self.embeddings.attend_vocab_major(rows)
 
 
 # Parameter paths with a vocabulary-sized first dimension (in a task model's tree).

@@ -25,7 +25,8 @@ def gather_positions(sequence, positions):
 class MlmHead(nn.Module):
     """Masked-LM head: dense + activation + LayerNorm, then the tied decoder.
 
-    The decoder reuses the word-embedding table (passed in as `attend`) and
+    The decoder reuses the word-embedding table (passed in as
+    `attend_vocab_major`, rows -> (vocab, rows) logits) and
     has its own output bias, as `cls/predictions` in the original
     `run_pretraining.py`. The same math is HF's RoBERTa `lm_head`, DistilBERT's
     vocab_transform/vocab_layer_norm/vocab_projector and ALBERT's
@@ -36,7 +37,7 @@ class MlmHead(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, attend):
+    def __call__(self, x, attend_vocab_major):
         cfg = self.config
         width = cfg.embedding_width
         x = _dense(cfg, width, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
@@ -48,9 +49,16 @@ class MlmHead(nn.Module):
             cfg.storage_dtype,
         )
         # Logits in fp32 for a stable softmax cross-entropy under bf16 compute;
-        # the padding rows' columns (vocab_pad_multiple) are dropped.
-        logits = attend(x).astype(jnp.float32) + bias.astype(jnp.float32)
-        return logits[..., : cfg.vocab_size]
+        # the padding rows' columns (vocab_pad_multiple) are dropped. They are
+        # computed vocabulary-major, (V, rows), and returned (..., V): a loss
+        # that moves the vocabulary first again (tasks/pretraining.py) gets XLA's
+        # two transposes cancelled, and on XLA:CPU the decoder's three matmuls
+        # and the softmax are faster that way (docs/performance.md,
+        # "mlm-vocab-major").
+        lead = x.shape[:-1]
+        logits = attend_vocab_major(x.reshape(-1, width)).astype(jnp.float32)
+        logits = logits + bias.astype(jnp.float32)[:, None]
+        return logits[: cfg.vocab_size].T.reshape(*lead, cfg.vocab_size)
 
 
 # Classifier.hidden_act values: the activation of a hidden dense before the
@@ -134,7 +142,7 @@ class BertForPreTraining(nn.Module):
         seq = out["sequence_output"]
         if masked_positions is not None:
             seq = gather_positions(seq, masked_positions)
-        out["mlm_logits"] = self.mlm(seq, self.bert.attend)
+        out["mlm_logits"] = self.mlm(seq, self.bert.attend_vocab_major)
         if self.nsp:
             out["nsp_logits"] = self.nsp_head(out["pooled_output"])
         return out

@@ -78,10 +78,14 @@ class PretrainingTask:
         w = batch["masked_lm_weights"]  # (B, P); 0 on padding predictions
         if "valid" in batch:  # padded eval rows count nothing
             w = w * batch["valid"][:, None]
-        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(
-            outputs["mlm_logits"], batch["masked_lm_ids"]
-        )
-        mlm_correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["masked_lm_ids"]) * w
+        logits, ids = outputs["mlm_logits"], batch["masked_lm_ids"]  # (B, P, V), (B, P)
+        # Over the vocabulary-major view (V, B*P), as the MLM head computes them
+        # (models/heads.py MlmHead): XLA cancels the transposes.
+        vocab_major = logits.reshape(-1, logits.shape[-1]).T
+        flat_ids = ids.reshape(-1)
+        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(vocab_major, flat_ids, axis=0)
+        mlm_xent = mlm_xent.reshape(ids.shape)
+        mlm_correct = (jnp.argmax(vocab_major, 0).reshape(ids.shape) == ids) * w
         parts = {
             "mlm_loss_sum": jnp.sum(mlm_xent * w),
             "mlm_weight": jnp.sum(w),
