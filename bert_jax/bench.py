@@ -57,6 +57,7 @@ from bert_jax import (
     xla_cpu_onednn,
 )
 from bert_jax.data import pack_examples
+from bert_jax.models import dropout
 
 FLAGS = flags.FLAGS
 
@@ -349,8 +350,8 @@ def run(argv_command: str) -> list[dict]:
             # overrides it for its own compile).
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             # models/dropout.py: 16-bit masks, or 32 (flax's nn.Dropout, every
-            # record before the field).
-            "dropout_mask_bits": model_config.dropout_mask_bits,
+            # record before the field); the config's 0 as resolved on this device.
+            "dropout_mask_bits": dropout.mask_bits_for(model_config.dropout_mask_bits),
         }
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())

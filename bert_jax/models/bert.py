@@ -29,7 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.models.dropout import MASK_BITS, Dropout
-from bert_jax.sharding import BATCH, EMBED, EMBED_OUT, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
+from bert_jax.sharding import (
+    BATCH,
+    EMBED,
+    EMBED_OUT,
+    HEADS,
+    KV,
+    LAYERS,
+    LENGTH,
+    MLP,
+    VOCAB,
+    traced_platform,
+)
 
 # name: (layers, hidden, heads). Compact sizes from Turc et al. 2019
 # ("Well-Read Students Learn Better", Table 1 / the google-research/bert
@@ -127,11 +138,13 @@ class BertConfig:
     # classifier_dropout_prob (ALBERT, 0.1) and seq_classif_dropout
     # (DistilBERT, 0.2: Sanh et al. 2019's released fine-tuning setting).
     classifier_dropout: float | None = None
-    # Dropout masks from 16-bit uniforms, four per Threefry hash (models/dropout.py:
-    # the same rates, a quarter of the random bits; a small pretraining step on
-    # CPU 13.9% faster, docs/performance.md "dropout-masks"), or 32: flax's
-    # nn.Dropout, bit for bit (the masks of runs made before it).
-    dropout_mask_bits: int = 16
+    # 16: dropout masks from 16-bit uniforms, four per Threefry hash
+    # (models/dropout.py: the same rates, a quarter of the random bits; a small
+    # pretraining step on CPU 13.9% faster, docs/performance.md "dropout-masks").
+    # 32: flax's nn.Dropout, bit for bit (the masks of runs made before it). 0:
+    # 16 on CPU, 32 elsewhere (the TPU compiler's estimate for base on v5p-8 was
+    # 2.6 points of MFU lower with 16; dropout.mask_bits_for).
+    dropout_mask_bits: int = 0
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -316,18 +329,21 @@ def _layer_norm(cfg: BertConfig, name: str | None = None) -> nn.LayerNorm:
 
 
 class _RowsDense(nn.DenseGeneral):
-    """DenseGeneral on the input's rows: the leading (batch, length) dims flattened to one.
+    """DenseGeneral on the input's rows, on XLA:CPU: the leading (batch, length)
+    dims flattened to one.
 
     The same parameters and math. XLA:CPU lowers the weight gradient of a
     dense over (B, L, H) activations, a dot contracting two dims, by first
     writing the (B*L, F) output gradient transposed; over (B*L, H) rows it
-    reads the operands as they are. A small pretraining step on the 2-core
-    CPU: docs/performance.md, "dense-rows".
+    reads the operands as they are (a small pretraining step on the 2-core
+    CPU: docs/performance.md, "dense-rows"). Elsewhere the dense is left as
+    it was: the TPU compiler's estimate for base on v5p-8 was 18% slower with
+    the rows (27.7 to 32.7 ms a step).
     """
 
     def __call__(self, x):
         n_in = len(self.axis) if isinstance(self.axis, tuple) else 1
-        if x.ndim <= n_in + 1:
+        if x.ndim <= n_in + 1 or traced_platform() != "cpu":
             return super().__call__(x)
         lead = x.shape[:-n_in]
         y = super().__call__(x.reshape((-1, *x.shape[-n_in:])))
@@ -350,8 +366,7 @@ def _splash(q, k, v, segments):
     """The Pallas splash kernel on TPU; its interpreter on CPU (tests)."""
     from bert_jax.models import splash  # Pallas is imported only when asked for
 
-    mesh = jax.sharding.get_abstract_mesh()
-    platform = jax.default_backend() if mesh.empty else mesh.abstract_device.platform
+    platform = traced_platform()
     if platform not in ("tpu", "cpu"):
         raise ValueError(
             f"attention_impl 'splash' is a TPU kernel; on {platform} use 'cudnn' or 'xla'"

@@ -12,6 +12,7 @@ from bert_jax.models.bert import (
     SIZES,
     BertConfig,
     BertModel,
+    _RowsDense,
     config_for_size,
     pad_vocab,
     stack_layers,
@@ -275,3 +276,20 @@ def test_packed_examples_compute_what_each_computes_alone():
     assert packed["nsp_logits"].shape == (1, 2, 2)
     assert_close(packed["nsp_logits"][0], alone["nsp_logits"], atol=1e-5)
     assert_close(packed["pooled_output"][0], alone["pooled_output"], atol=1e-5)
+
+
+@pytest.mark.parametrize("axis, shape", [(-1, (2, 3, 8)), ((-2, -1), (2, 3, 4, 2))])
+def test_dense_on_rows_is_densegeneral(axis, shape):
+    """_RowsDense: DenseGeneral's parameters and values, with its dot over 2-D rows on CPU."""
+    x = jax.random.normal(jax.random.key(1), shape)
+    rows, plain = _RowsDense(features=5, axis=axis), nn.DenseGeneral(features=5, axis=axis)
+    params = plain.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, rows.init(jax.random.key(0), x)) == jax.tree.map(
+        jnp.shape, params
+    )
+    assert_close(rows.apply(params, x), plain.apply(params, x), rtol=1e-6, atol=1e-6)
+    dots = [
+        e for e in jax.make_jaxpr(rows.apply)(params, x).eqns if e.primitive.name == "dot_general"
+    ]
+    n_in = 1 if axis == -1 else 2
+    assert len(dots) == 1 and dots[0].invars[0].aval.shape == (6, *shape[-n_in:])

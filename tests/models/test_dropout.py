@@ -1,5 +1,5 @@
-"""models/dropout.py: the 16-bit masks' hash, rates, scaling and sharding, and
-mask_bits=32 as flax's nn.Dropout bit for bit."""
+"""models/dropout.py: the 16-bit masks' hash, rates, scaling and sharding,
+mask_bits=32 as flax's nn.Dropout bit for bit, and the default per platform."""
 
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def test_mask_bits_32_is_flax_dropout_bit_for_bit():
     assert (np.asarray(ours) == 0).any()
 
 
+def test_default_is_16_bits_on_cpu_and_flax_elsewhere(monkeypatch):
+    from bert_jax.models import dropout
+
+    x = jax.random.normal(jax.random.key(0), (4, 16, 32))
+    assert_equal(np.asarray(_apply(Dropout(0.1), x, 3)), np.asarray(_apply(Dropout(0.1, 16), x, 3)))
+    monkeypatch.setattr(dropout, "traced_platform", lambda: "tpu")
+    assert dropout.mask_bits_for(0) == 32 and dropout.mask_bits_for(16) == 16
+    ours = np.asarray(_apply(Dropout(0.1), x, 3))
+    assert_equal(ours, np.asarray(_apply(nn.Dropout(0.1), x, 3)))
+    assert (ours == 0).any()
+
+
 def test_sharded_input_draws_the_unsharded_mask():
     # 8 host devices (tests/conftest.py): the counters are iotas, so GSPMD
     # partitions the hash and every shard draws its own slice of the same mask.
@@ -122,7 +134,7 @@ def test_config_key_reaches_the_model():
     from bert_jax.tasks.model_setup import model_config
 
     c = configs.load(f"{configs.repository_config('pretrain.py')}:model=tiny")
-    assert model_config(c).dropout_mask_bits == 16
+    assert model_config(c).dropout_mask_bits == 0  # per platform
     c.model.dropout_mask_bits = 32
     assert model_config(c).dropout_mask_bits == 32
     with pytest.raises(ValueError, match="dropout_mask_bits must be one of"):
