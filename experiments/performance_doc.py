@@ -114,6 +114,20 @@ def compare_section(rows: list[dict]) -> list[str]:
     return out
 
 
+# Optimisations that are changes to the code, not to the config: before and after
+# are two runs (experiments/performance_runs.sh, `at_commit`), at these commits.
+CODE_CHANGES = {
+    "dense-rows": (
+        "before at commit 00d0ddc, after at 078b1ba (models/bert.py `_RowsDense`; XLA:CPU "
+        "only since, the same code there)"
+    ),
+    "mlm-vocab-major": (
+        "before at commit 078b1ba, after at eadaa26 (models/heads.py `MlmHead`, "
+        "tasks/pretraining.py)"
+    ),
+}
+
+
 def optimisation_section(rows: list[dict]) -> list[str]:
     groups: dict[str, list[dict]] = collections.OrderedDict()
     for r in rows:
@@ -141,6 +155,8 @@ def optimisation_section(rows: list[dict]) -> list[str]:
             )
         commands = dict.fromkeys(r["command"] for r in group)  # one, or before and after
         out += ["", *(line for c in commands for line in (f"Command: `{c}`", ""))]
+        if name in CODE_CHANGES:
+            out += [f"A change to the code: {CODE_CHANGES[name]}, back to back.", ""]
     return out
 
 
@@ -422,7 +438,7 @@ def main() -> None:
         "`XLA default` for XLA's own choice (YNNPACK and plain dot thunks; "
         "`BERT_JAX_XLA_CPU_ONEDNN=0`, and every run recorded before). Dropout masks: "
         "`16-bit` for bert_jax's own (`models/dropout.py`, four 16-bit uniforms per "
-        "Threefry hash; the default since it was added), `flax` for flax's nn.Dropout "
+        "Threefry hash; the default on CPU since it was added), `flax` for flax's nn.Dropout "
         "(`model.dropout_mask_bits=32`, and every run recorded before); HF draws its "
         "own. HF's PyTorch is the same in both.",
         "",
