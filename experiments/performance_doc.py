@@ -289,7 +289,9 @@ def aot_section(rows: list[dict]) -> list[str]:
             if r.get("compiled_flops_per_chip")
             else "-"
         )
-        est = _ms(r["estimated_step_s"]) if r.get("estimated_step_s") else "- (scan)"
+        est = _ms(r["estimated_step_s"]) if r.get("estimated_step_s") else "-"
+        if not r.get("estimated_step_s") and r.get("scan_layers"):
+            est = "- (scan)"
         mfu = f"{r['predicted_mfu']:.1%}" if r.get("predicted_mfu") else "-"
         out.append(
             f"| {r['label']} | {r['slice']} | {m['num_layers']}/{m['hidden_size']}, {m['dtype']} | "
