@@ -8,16 +8,38 @@ import os
 import platform
 
 
-def machine() -> dict[str, str]:
-    """What the numbers were measured on, beside the accelerator the tools report."""
-    cpu = platform.processor() or platform.machine()
+def _cpuinfo(path: str) -> dict[str, str]:
+    """The first processor's fields in `path` ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block ends here
+                name, _, value = line.partition(":")
+                fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu": cpu, "host_cores": str(os.cpu_count()), "python": platform.python_version()}
+    return fields
+
+
+def machine(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """What the numbers were measured on, beside the accelerator the tools report.
+
+    Virtual machines often report a bare model name ("AMD EPYC") for CPUs of
+    different generations, whose matmul rates differ twofold; the family and
+    model numbers tell them apart (AMD family 25 is Zen 3/4, 26 is Zen 5).
+    """
+    info = _cpuinfo(cpuinfo)
+    out = {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "host_cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+    }
+    for key, field in (("cpu_family", "cpu family"), ("cpu_model", "model")):
+        if field in info:
+            out[key] = info[field]
+    return out
 
 
 def append(path: str, row: dict) -> None:

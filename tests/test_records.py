@@ -1,0 +1,77 @@
+"""Measurement records: the machine they name, and the performance document's
+grouping of CPU results by machine (`experiments/performance_doc.py`)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from bert_jax import records
+
+ROOT = Path(__file__).resolve().parents[1]
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: Another CPU
+"""
+
+
+def _doc_module():
+    spec = importlib.util.spec_from_file_location(
+        "performance_doc", ROOT / "experiments" / "performance_doc.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_machine_names_the_first_cpus_family_and_model(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(CPUINFO)
+    m = records.machine(str(info))
+    assert (m["cpu"], m["cpu_family"], m["cpu_model"]) == ("AMD EPYC", "26", "2")
+    missing = records.machine(str(tmp_path / "absent"))
+    assert missing["cpu"] and "cpu_family" not in missing
+
+
+def _compare(cpu: dict, ours: float, hf: float, mfu: float) -> dict:
+    return {
+        "label": "compare/small-pretraining-train",
+        "step_time_s": ours,
+        "hf_step_time_s": hf,
+        "mfu": mfu,
+        "machine": cpu,
+    }
+
+
+def test_each_cpu_keeps_its_own_results_and_targets(tmp_path):
+    doc = _doc_module()
+    old = {"cpu": "AMD EPYC"}  # recorded before the family was
+    new = {"cpu": "AMD EPYC", "cpu_family": "26", "cpu_model": "2"}
+    path = tmp_path / "cpu.jsonl"
+    rows = [_compare(old, 2.5, 5.0, 0.69), _compare(new, 1.3, 5.2, 0.60)]
+    rows.append(_compare(new, 1.2, 5.4, 0.68))  # a re-run supersedes its machine's row
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = doc._rows(path, "label", doc.cpu_name)
+    assert [(doc.cpu_name(r), r["step_time_s"]) for r in kept] == [
+        ("AMD EPYC (family not recorded)", 2.5),
+        ("AMD EPYC (family 26, model 2)", 1.2),
+    ]
+    table = doc.targets_section(kept, aot=[])
+    ratio = [line for line in table if line.startswith("| CPU pretraining step vs HF")]
+    # The latest machine first, each with its own ratio and verdict.
+    assert ratio == [
+        "| CPU pretraining step vs HF (small, 32 x 128, fp32); AMD EPYC (family 26, model 2) "
+        "| 2.5x | 4.50x | yes |",
+        "| CPU pretraining step vs HF (small, 32 x 128, fp32); AMD EPYC (family not recorded) "
+        "| 2.5x | 2.00x | no |",
+    ]
+    mfu = [line for line in table if "share of the measured matmul rate" in line]
+    assert [line.split("|")[3].strip() for line in mfu] == ["68.0%", "69.0%"]
+    assert any(line.startswith("| TPU v5p predicted MFU") for line in table)
