@@ -9,7 +9,8 @@ the 2-core CPU the masks cost about an eighth of the step (docs/performance.md,
 
 Here one Threefry-2x32 hash gives four 16-bit uniforms, so a mask costs a
 quarter of the hashes, and the hash is written out round by round in jnp, so
-XLA fuses it into the loop that applies the mask (bitwise the same function as
+XLA runs it as one fused loop that writes a byte of decisions per hash, read
+by the forward and the backward select (bitwise the same function as
 `jax.extend.random.threefry2x32_p`: Salmon et al. 2011, "Parallel random
 numbers: as easy as 1, 2, 3", Threefry-2x32 with 20 rounds, as JAX implements
 it). An element is kept when its uniform is below round(keep_prob * 2**16),
@@ -93,22 +94,30 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], threshold: int) -> jax.Arr
     out_shape = tuple(shape)
     *lead, width = out_shape or (1,)
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if not typed or str(jax.random.key_impl(key)) == "threefry2x32":
-        k = jax.random.key_data(key) if typed else key
-        words = threefry2x32(k[0], k[1], *_counters((*lead, -(-width // 4))))
-    else:
-        words = (jax.random.bits(key, (*lead, -(-width // 2)), jnp.uint32),)
-    t = jnp.uint32(threshold)
-    kept = [h < t for w in words for h in (w >> 16, w & 0xFFFF)]
-    # One byte per hash holds its 2 or 4 decisions, unpacked where they are used.
-    # The barrier asks XLA to hash once per byte rather than inside every
-    # element's fusion. XLA:CPU expands it away (the hash, the unpacking and
-    # the select end in one fusion either way, checked on the compiled HLO);
-    # other backends were not measured.
-    packed = lax.optimization_barrier(
-        sum(m.astype(jnp.uint8) << jnp.uint8(i) for i, m in enumerate(kept))
-    )
-    bit = lax.broadcasted_iota(jnp.uint8, (*packed.shape, len(kept)), packed.ndim)
+    threefry = not typed or str(jax.random.key_impl(key)) == "threefry2x32"
+    per_word = 4 if threefry else 2
+
+    def packed_decisions(key):
+        if threefry:
+            k = jax.random.key_data(key) if typed else key
+            words = threefry2x32(k[0], k[1], *_counters((*lead, -(-width // 4))))
+        else:
+            words = (jax.random.bits(key, (*lead, -(-width // 2)), jnp.uint32),)
+        t = jnp.uint32(threshold)
+        kept = [h < t for w in words for h in (w >> 16, w & 0xFFFF)]
+        # One byte per hash holds its 2 or 4 decisions, unpacked where they are used.
+        return sum(m.astype(jnp.uint8) << jnp.uint8(i) for i, m in enumerate(kept))
+
+    # The bytes are computed once and kept in memory: a conditional's result
+    # is a buffer that no fusion crosses. Both branches are the same function,
+    # so the predicate (not one XLA can fold) never changes the result. Without
+    # it XLA:CPU fused the hash into every consumer, computing it again in the
+    # backward pass (an optimization barrier did not stop that; XLA:CPU expands
+    # barriers before fusion): the small pretraining step on the 2-core CPU
+    # took 1.19 s instead of 1.13 s (docs/performance.md, "dropout-mask-once").
+    data = jax.random.key_data(key) if typed else key
+    packed = lax.cond(data.ravel()[0] != 0, packed_decisions, packed_decisions, key)
+    bit = lax.broadcasted_iota(jnp.uint8, (*packed.shape, per_word), packed.ndim)
     mask = ((packed[..., None] >> bit) & jnp.uint8(1)).astype(bool)
     return mask.reshape(*lead, -1)[..., :width].reshape(out_shape)
 

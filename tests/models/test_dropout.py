@@ -139,3 +139,27 @@ def test_config_key_reaches_the_model():
     assert model_config(c).dropout_mask_bits == 32
     with pytest.raises(ValueError, match="dropout_mask_bits must be one of"):
         BertConfig(dropout_mask_bits=8)
+
+
+def test_the_hash_runs_once_outside_the_selects():
+    """Forward and backward read one computed byte per hash: no fusion that
+    applies a mask holds the hash (XLA:CPU recomputed it in both before)."""
+    module = Dropout(0.1, 16)
+
+    def loss(x):
+        y = module.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+        return jnp.sum(jnp.sin(y))
+
+    x = jnp.linspace(0.1, 1.0, 8 * 128 * 64).reshape(8, 128, 64)  # no zeros: kept = nonzero
+    hlo = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+    bodies = [b for b in hlo.split("\n\n") if "select(" in b]
+    assert bodies and all("xor(" not in b for b in bodies), "the hash is fused into a select"
+    assert "conditional(" in hlo and hlo.count("xor(") > 0
+    grad = jax.jit(jax.grad(loss))(x)
+    kept = np.asarray(_apply(module, x, 0)) != 0
+    scale = 2**16 / round(0.9 * 2**16)
+    assert_close(
+        np.asarray(grad),
+        np.where(kept, np.cos(np.asarray(_apply(module, x, 0))) * scale, 0.0),
+        rtol=1e-5,
+    )
