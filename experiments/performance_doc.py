@@ -134,6 +134,13 @@ CODE_CHANGES = {
         "before at commit 00d0ddc, after at 078b1ba (models/bert.py `_RowsDense`; XLA:CPU "
         "only since, the same code there)"
     ),
+    "dropout-mask-once": (
+        "before at commit 1b0a5ee, after at 9ba6919 (models/dropout.py `keep_mask`: the "
+        "masks' bytes behind a conditional, so the backward pass reads them)"
+    ),
+    "dropout-mask-once-classification": (
+        "before at commit 1b0a5ee, after at 9ba6919 (as dropout-mask-once)"
+    ),
     "mlm-vocab-major": (
         "before at commit 078b1ba, after at eadaa26 (models/heads.py `MlmHead`, "
         "tasks/pretraining.py)"

@@ -68,8 +68,9 @@ if [[ $what == cpu || $what == all ]]; then
   # in a temporary worktree that records to this tree's docs/results.
   at_commit() {  # at_commit COMMIT CMD...
     local tree
-    tree=$(mktemp -d)
+    tree=$(mktemp -d)/project  # beside a link to ../shared, as the commands expect
     git worktree add --detach "$tree" "$1" >/dev/null
+    ln -s "$(realpath "$shared/..")" "$tree/../shared"
     rm -rf "$tree/docs/results" && ln -s "$PWD/docs/results" "$tree/docs/results"
     (cd "$tree" && "${@:2}")
     git worktree remove --force "$tree"
@@ -80,6 +81,12 @@ if [[ $what == cpu || $what == all ]]; then
   # The MLM decoder and loss vocabulary-major (models/heads.py MlmHead, tasks/pretraining.py).
   at_commit 078b1ba "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major
   "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major --name=vocab-major
+  # The dropout masks' bytes computed once, behind a conditional (models/dropout.py keep_mask).
+  at_commit 1b0a5ee "${bench[@]}" "${small[@]}" --label=opt/dropout-mask-once
+  at_commit 9ba6919 "${bench[@]}" "${small[@]}" --label=opt/dropout-mask-once --name=mask-once
+  at_commit 1b0a5ee "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification
+  at_commit 9ba6919 "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification \
+    --name=mask-once
   # Where the time goes: kernel time by kind (bert_jax.bench_profile).
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
