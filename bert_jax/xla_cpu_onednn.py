@@ -6,9 +6,10 @@ gradients (dW = x^T dy), which run as plain dot thunks after a transpose.
 With `--xla_cpu_use_onednn=true
 --xla_cpu_experimental_onednn_fusion_type=individual_dot` XLA's library
 rewriter puts every dot, the weight gradients included, alone into a oneDNN
-matmul (`__onednn_fusion`). On the 2-core AMD EPYC machine the small
+matmul (`__onednn_fusion`). On the first 2-core AMD EPYC machine the small
 pretraining step (32 x 128, fp32) took 2.62 s instead of 2.85 s in
-alternating rounds in one process (docs/performance.md, `opt/cpu-onednn`),
+alternating rounds in one process (docs/performance.md, `opt/cpu-onednn`);
+on an AMD EPYC family 26 (Zen 5), 1.19 s instead of 1.27 s (not recorded),
 with the same loss and gradients to fp32 rounding (tests/test_xla_cpu_onednn.py).
 The fusion type `dot` (dots with elementwise neighbours fused in) was as fast
 on the BERT step but crashed the process (SIGILL after oneDNN's "partition
