@@ -9,8 +9,9 @@ forward, loss, gradients, clipping, AdamW, the state donated), compiled once,
 then `--steps` steps per round with `block_until_ready`; infer mode: the
 model's forward pass, jitted, deterministic. With `--compare=hf-torch` the
 same architecture, batch and optimizer in HF transformers (PyTorch, eager;
-`bert_jax.bench_hf`) runs in alternating rounds in the same process, each on
-all the cores the process may use (restrict both with `taskset`). Step times
+`bert_jax.bench_hf`) runs in alternating rounds, in a process of its own
+(`bench_hf.Worker`: started fresh, with glibc's default malloc), each on all
+the cores the process may use (restrict both with `taskset`). Step times
 are medians over every timed step.
 
 Reported: step time, sequences/s, real tokens/s, compile seconds, peak
@@ -291,7 +292,7 @@ def run(argv_command: str) -> list[dict]:
 
         threads = len(os.sched_getaffinity(0))
         model_config = runs[0][-2]
-        hf_step = bench_hf.make_step(
+        hf_step = bench_hf.Worker(
             f.task, f.mode, model_config, config.optimizer, local, f.dtype, threads
         )
     steps = [r[2] for r in runs] + ([hf_step] if hf_step else [])
@@ -356,12 +357,15 @@ def run(argv_command: str) -> list[dict]:
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())
         if hf_step:
-            from bert_jax import bench_hf
-
             result["hf_step_time_s"] = statistics.median(times[-1])
             result["ratio"] = result["hf_step_time_s"] / step_s
-            result |= bench_hf.versions()
+            info = dict(hf_step.info)
+            # HF ran in its own process (bench_hf.Worker), with this malloc.
+            result["hf_glibc_tunables"] = info.pop("glibc_tunables")
+            result |= info
         results.append(result)
+    if hf_step:
+        hf_step.close()
     return results
 
 

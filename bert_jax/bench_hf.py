@@ -8,14 +8,28 @@ forward, backward, clip, AdamW step; infer mode: forward under
 `torch.inference_mode()`. bfloat16 runs under `torch.autocast`, as bert_jax
 computes in bf16 with fp32 parameters. HF's default attention (PyTorch SDPA)
 and eager mode: what users of HF get.
+
+`Worker` runs that step in a process of its own, started fresh (spawn) with
+glibc's default malloc, as HF users run it: sharing bert_jax's process, each
+framework slowed the other (HF's step took 5.28 s instead of 4.59 s with the
+huge-page malloc that bert_jax's process starts with, and bert_jax's 1.16-1.20 s
+instead of 1.13 s beside HF's threads and heap; docs/performance.md). The
+benchmark still alternates rounds between the two in one run; the worker
+times each step itself and sends back the seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
+
+from bert_jax import malloc_hugepages
 
 
 def _hf_config(config, num_labels: int):
@@ -105,3 +119,61 @@ def versions() -> dict[str, str]:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _serve(conn, args: tuple) -> None:
+    """The worker's loop: build the step, then run one per "step" message."""
+    try:
+        step = make_step(*args)
+        conn.send(("ready", versions() | {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}))
+    except Exception:  # reported to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+        return
+    while conn.recv() == "step":
+        conn.send(step())
+
+
+@contextlib.contextmanager
+def _default_malloc() -> Iterator[None]:
+    """os.environ without the huge-page malloc tunable while a child is started."""
+    before = os.environ.get("GLIBC_TUNABLES")
+    kept = [t for t in (before or "").split(":") if t and t != malloc_hugepages.TUNABLE]
+    if kept:
+        os.environ["GLIBC_TUNABLES"] = ":".join(kept)
+    else:
+        os.environ.pop("GLIBC_TUNABLES", None)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GLIBC_TUNABLES", None)
+        else:
+            os.environ["GLIBC_TUNABLES"] = before
+
+
+class Worker:
+    """make_step's step in a spawned process: call it to run one step (its seconds)."""
+
+    def __init__(self, *args) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        with _default_malloc():
+            self._process = ctx.Process(target=_serve, args=(child, args), daemon=True)
+            self._process.start()
+        child.close()
+        status, payload = self._conn.recv()
+        if status == "error":
+            self.close()
+            raise RuntimeError(f"the HF worker could not build its step:\n{payload}")
+        self.info = payload  # versions and the worker's GLIBC_TUNABLES
+
+    def __call__(self) -> float:
+        self._conn.send("step")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()

@@ -95,6 +95,13 @@ def _malloc(r: dict) -> str:
     return "huge pages" if malloc_hugepages.enabled(tunables) else "default"
 
 
+def _hf_malloc(r: dict) -> str:
+    """HF's malloc where it ran in a process of its own (bench_hf.Worker)."""
+    if "hf_glibc_tunables" not in r:
+        return ""  # the same process, so the same malloc
+    return f"; HF {_malloc({'glibc_tunables': r['hf_glibc_tunables']})} (own process)"
+
+
 def _dots(r: dict) -> str:
     """Where XLA:CPU ran the dots (records before the field: XLA's default)."""
     flags = {"XLA_FLAGS": r.get("xla_flags", "")}
@@ -119,7 +126,7 @@ def compare_section(rows: list[dict]) -> list[str]:
         out.append(
             f"| {cpu_name(r)} | {_model(r)} | {r['task']} | {r['mode']} | {_shape(r)} | "
             f"{r['dtype']} | "
-            f"{_malloc(r)} | {_dots(r)} | {_masks(r)} | "
+            f"{_malloc(r)}{_hf_malloc(r)} | {_dots(r)} | {_masks(r)} | "
             f"{_layout(r)} | "
             f"{_ms(r['step_time_s'])} | {_ms(r['hf_step_time_s'])} | {r['ratio']:.2f}x | "
             f"{r['tokens_per_s']:,.0f} | {r['mfu']:.1%} of {r['peak_flops'] / 1e9:.0f} GFLOP/s |"
@@ -484,8 +491,11 @@ def main() -> None:
         "the same examples and loss per step, each attending only to itself). HF has "
         "no packed equivalent for this head: its `DataCollatorWithFlattening` joins a "
         "batch into one row for token-level losses, and `BertForSequenceClassification` "
-        "pools only a row's first token. Both run in one process, so both get the same "
-        "malloc: `huge pages` where the run started with glibc's malloc on transparent "
+        "pools only a row's first token. Since commit 3c0ffee HF runs in a process of its own "
+        "(`bert_jax.bench_hf.Worker`, started fresh with glibc's default malloc, as HF "
+        "users run it; still in alternating rounds of one run); before it, both ran in "
+        "one process with the same malloc, and each slowed the other. Malloc: `huge "
+        "pages` where the run started with glibc's malloc on transparent "
         "huge pages (`bert_jax.malloc_hugepages`, what `python -m bert_jax.bench` and "
         "`bert_jax.main` do by default since it was added), `default` for glibc's "
         "default (`BERT_JAX_MALLOC_HUGEPAGES=0`, and every run recorded before). CPU "

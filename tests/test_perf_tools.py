@@ -47,6 +47,8 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
     assert_close(r["tokens_per_s"], 128 / r["step_time_s"], rtol=1e-9)
     assert_close(r["mfu"], expected / r["step_time_s"] / r["peak_flops"], rtol=1e-9)
     assert_close(r["ratio"], r["hf_step_time_s"] / r["step_time_s"], rtol=1e-9)
+    # HF ran in its own process, with glibc's default malloc (bench_hf.Worker).
+    assert "hugetlb" not in r["hf_glibc_tunables"] and r["torch"].startswith("2.")
     assert r["peak_source"] == "measured matmul" and r["peak_flops"] > 1e9
     assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 1e6
     assert r["overrides"] == ["model.hidden_dropout=0.0"]
