@@ -491,7 +491,7 @@ def main() -> None:
         "the same examples and loss per step, each attending only to itself). HF has "
         "no packed equivalent for this head: its `DataCollatorWithFlattening` joins a "
         "batch into one row for token-level losses, and `BertForSequenceClassification` "
-        "pools only a row's first token. Since commit 3c0ffee HF runs in a process of its own "
+        "pools only a row's first token. Since commit 93d38e1 HF runs in a process of its own "
         "(`bert_jax.bench_hf.Worker`, started fresh with glibc's default malloc, as HF "
         "users run it; still in alternating rounds of one run); before it, both ran in "
         "one process with the same malloc, and each slowed the other. Malloc: `huge "
