@@ -10,11 +10,14 @@ computes in bf16 with fp32 parameters. HF's default attention (PyTorch SDPA)
 and eager mode: what users of HF get.
 
 `Worker` runs that step in a process of its own, started fresh (spawn) with
-glibc's default malloc, as HF users run it: sharing bert_jax's process, each
-framework slowed the other (HF's step took 5.28 s instead of 4.59 s with the
-huge-page malloc that bert_jax's process starts with, and bert_jax's 1.16-1.20 s
-instead of 1.13 s beside HF's threads and heap; docs/performance.md). The
-benchmark still alternates rounds between the two in one run; the worker
+glibc's default malloc, as HF users run it. In bert_jax's process HF got the
+huge-page malloc that process starts with, which slows HF's step (on the
+family-26 CPU, 5.28 s against 4.59 s in a run with the default malloc), so
+the targets needed two runs; with the worker one run gives each framework
+its own malloc (HF 5.02-5.05 s). bert_jax's step is still a few percent
+slower beside HF's rounds than alone (1.17-1.25 s against 1.11-1.14 s, the
+same as with HF in its process): the cause is not the shared process.
+The benchmark still alternates rounds between the two in one run; the worker
 times each step itself and sends back the seconds.
 """
 

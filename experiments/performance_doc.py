@@ -494,7 +494,7 @@ def main() -> None:
         "pools only a row's first token. Since commit 93d38e1 HF runs in a process of its own "
         "(`bert_jax.bench_hf.Worker`, started fresh with glibc's default malloc, as HF "
         "users run it; still in alternating rounds of one run); before it, both ran in "
-        "one process with the same malloc, and each slowed the other. Malloc: `huge "
+        "one process with the same malloc, which slowed HF's step. Malloc: `huge "
         "pages` where the run started with glibc's malloc on transparent "
         "huge pages (`bert_jax.malloc_hugepages`, what `python -m bert_jax.bench` and "
         "`bert_jax.main` do by default since it was added), `default` for glibc's "
