@@ -140,18 +140,19 @@ def _serve(conn, args: tuple) -> None:
 def _default_malloc() -> Iterator[None]:
     """os.environ without the huge-page malloc tunable while a child is started."""
     before = os.environ.get("GLIBC_TUNABLES")
-    kept = [t for t in (before or "").split(":") if t and t != malloc_hugepages.TUNABLE]
-    if kept:
-        os.environ["GLIBC_TUNABLES"] = ":".join(kept)
-    else:
-        os.environ.pop("GLIBC_TUNABLES", None)
+    child = malloc_hugepages.without_tunable(os.environ).get("GLIBC_TUNABLES")
+    _set_tunables(child)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("GLIBC_TUNABLES", None)
-        else:
-            os.environ["GLIBC_TUNABLES"] = before
+        _set_tunables(before)
+
+
+def _set_tunables(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("GLIBC_TUNABLES", None)
+    else:
+        os.environ["GLIBC_TUNABLES"] = value
 
 
 class Worker:

@@ -69,6 +69,15 @@ def with_tunable(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def without_tunable(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` as a process with glibc's default malloc gets it (other tunables kept)."""
+    env = dict(environ)
+    kept = [t for t in env.pop("GLIBC_TUNABLES", "").split(":") if t and t != TUNABLE]
+    if kept:
+        env["GLIBC_TUNABLES"] = ":".join(kept)
+    return env
+
+
 def reexec() -> None:
     """Restart this command with malloc on huge pages, when that helps; else return."""
     if not wanted(os.environ):

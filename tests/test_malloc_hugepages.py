@@ -68,3 +68,13 @@ def test_opt_out_and_a_users_own_value_are_kept():
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
     assert malloc_hugepages.enabled(env)
     assert not malloc_hugepages.wanted(env)  # set once: the restarted process goes on
+
+
+def test_without_tunable_keeps_the_others():
+    env = {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{malloc_hugepages.TUNABLE}", "X": "1"}
+    assert malloc_hugepages.without_tunable(env) == {
+        "GLIBC_TUNABLES": "glibc.malloc.arena_max=2",
+        "X": "1",
+    }
+    assert malloc_hugepages.without_tunable({"GLIBC_TUNABLES": malloc_hugepages.TUNABLE}) == {}
+    assert malloc_hugepages.with_tunable(malloc_hugepages.without_tunable(env)) == env
