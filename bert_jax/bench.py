@@ -49,7 +49,7 @@ from bert_jax import (
     bench_profile,
     configs,
     flops,
-    malloc_hugepages,
+    glibc_malloc,
     optim,
     records,
     sharding,
@@ -72,6 +72,13 @@ def _define_flags() -> None:
     flags.DEFINE_enum("task", "pretraining", ["pretraining", "classification"], "Head and loss.")
     flags.DEFINE_integer("predictions", 20, "Masked positions per sequence (pretraining).")
     flags.DEFINE_enum("compare", "", ["", "hf-torch"], "Also time HF transformers (PyTorch).")
+    flags.DEFINE_enum(
+        "hf_malloc",
+        "default",
+        ["default", "bert_jax"],
+        "HF's process: glibc's default malloc (as HF users run it), or the tunables "
+        "bert_jax's process starts with (bert_jax.glibc_malloc): each at its fastest.",
+    )
     flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
     flags.DEFINE_integer("rounds", 3, "Alternating rounds (bert_jax, then HF).")
     flags.DEFINE_integer("warmup", 2, "Untimed steps before the first round.")
@@ -293,7 +300,14 @@ def run(argv_command: str) -> list[dict]:
         threads = len(os.sched_getaffinity(0))
         model_config = runs[0][-2]
         hf_step = bench_hf.Worker(
-            f.task, f.mode, model_config, config.optimizer, local, f.dtype, threads
+            f.task,
+            f.mode,
+            model_config,
+            config.optimizer,
+            local,
+            f.dtype,
+            threads,
+            malloc=f.hf_malloc,
         )
     steps = [r[2] for r in runs] + ([hf_step] if hf_step else [])
     for _ in range(f.warmup):
@@ -345,7 +359,7 @@ def run(argv_command: str) -> list[dict]:
             "jax": jax.__version__,
             "python": platform.python_version(),
             "command": argv_command,
-            # Read once at start; bert_jax.malloc_hugepages sets it (CPU step time).
+            # Read once at start; bert_jax.glibc_malloc sets it (CPU step time).
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             # Where this run's CPU dots ran (bert_jax.xla_cpu_onednn; an xla. variant
             # overrides it for its own compile).
@@ -373,7 +387,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.bench " + " ".join(sys.argv[1:])
-    for opt_out in (malloc_hugepages.OPT_OUT, xla_cpu_onednn.OPT_OUT):
+    for opt_out in (*glibc_malloc.SETTINGS, xla_cpu_onednn.OPT_OUT):
         if os.environ.get(opt_out) == "0":
             command = f"{opt_out}=0 {command}"
     if FLAGS.profile:
@@ -417,7 +431,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    malloc_hugepages.reexec()  # as `python -m bert_jax.main` runs: timed as users train
+    glibc_malloc.reexec()  # as `python -m bert_jax.main` runs: timed as users train
     xla_cpu_onednn.apply()
     _define_flags()
     app.run(main)

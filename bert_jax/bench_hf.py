@@ -9,15 +9,14 @@ forward, backward, clip, AdamW step; infer mode: forward under
 computes in bf16 with fp32 parameters. HF's default attention (PyTorch SDPA)
 and eager mode: what users of HF get.
 
-`Worker` runs that step in a process of its own, started fresh (spawn) with
-glibc's default malloc, as HF users run it. In bert_jax's process HF got the
-huge-page malloc that process starts with, which slows HF's step (on the
-family-26 CPU, 5.28 s against 4.59 s in a run with the default malloc), so
-the targets needed two runs; with the worker one run gives each framework
-its own malloc (HF 5.02-5.05 s). bert_jax's step is still a few percent
-slower beside HF's rounds than alone (1.17-1.25 s against 1.11-1.14 s, the
-same as with HF in its process): the cause is not the shared process.
-The benchmark still alternates rounds between the two in one run; the worker
+`Worker` runs that step in a process of its own, started fresh (spawn),
+by default with glibc's default malloc, as HF users run it
+(`--hf_malloc=bert_jax` gives it bert_jax's tunables instead,
+`bert_jax.glibc_malloc`). In bert_jax's process HF got the huge-page malloc
+that process starts with, which slows HF's step (on the family-26 CPU, 5.28 s
+against 4.59 s in a run with the default malloc), so the targets needed two
+runs; with the worker one run gives each framework its own malloc. The
+benchmark still alternates rounds between the two in one run; the worker
 times each step itself and sends back the seconds.
 """
 
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from bert_jax import malloc_hugepages
+from bert_jax import glibc_malloc
 
 
 def _hf_config(config, num_labels: int):
@@ -137,10 +136,14 @@ def _serve(conn, args: tuple) -> None:
 
 
 @contextlib.contextmanager
-def _default_malloc() -> Iterator[None]:
-    """os.environ without the huge-page malloc tunable while a child is started."""
+def _malloc(malloc: str) -> Iterator[None]:
+    """os.environ as the child should start: glibc's "default" malloc, or "bert_jax"'s."""
     before = os.environ.get("GLIBC_TUNABLES")
-    child = malloc_hugepages.without_tunable(os.environ).get("GLIBC_TUNABLES")
+    if malloc not in ("default", "bert_jax"):
+        raise ValueError(f"malloc must be 'default' or 'bert_jax', not {malloc!r}")
+    child = before
+    if malloc == "default":
+        child = glibc_malloc.without_tunables(os.environ).get("GLIBC_TUNABLES")
     _set_tunables(child)
     try:
         yield
@@ -158,10 +161,10 @@ def _set_tunables(value: str | None) -> None:
 class Worker:
     """make_step's step in a spawned process: call it to run one step (its seconds)."""
 
-    def __init__(self, *args) -> None:
+    def __init__(self, *args, malloc: str = "default") -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        with _default_malloc():
+        with _malloc(malloc):
             self._process = ctx.Process(target=_serve, args=(child, args), daemon=True)
             self._process.start()
         child.close()

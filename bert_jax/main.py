@@ -10,8 +10,9 @@ returns its results) only with the same config; `--allow_config_changes`
 permits the changes in `bert_jax.workdir_config.SAFE_CHANGES`.
 
 On Linux the command restarts itself once, before any work, with glibc's
-malloc on transparent huge pages (`bert_jax.malloc_hugepages`;
-BERT_JAX_MALLOC_HUGEPAGES=0 turns that off). On x86-64 it also puts XLA:CPU's
+malloc on transparent huge pages and reusing freed step buffers
+(`bert_jax.glibc_malloc`; BERT_JAX_MALLOC_HUGEPAGES=0 and BERT_JAX_MALLOC_REUSE=0
+turn each off). On x86-64 it also puts XLA:CPU's
 matrix multiplies in oneDNN (`bert_jax.xla_cpu_onednn`; BERT_JAX_XLA_CPU_ONEDNN=0
 keeps XLA's default).
 
@@ -26,7 +27,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import malloc_hugepages, train, xla_cpu_onednn
+from bert_jax import glibc_malloc, train, xla_cpu_onednn
 from bert_jax.data import bad_input
 
 FLAGS = flags.FLAGS
@@ -80,7 +81,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    malloc_hugepages.reexec()  # CPU steps up to 20% faster (docs/performance.md); same PID
+    glibc_malloc.reexec()  # CPU steps up to 20% faster (docs/performance.md); same PID
     xla_cpu_onednn.apply()  # CPU dots in oneDNN: steps 7-8% faster (docs/performance.md)
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=_parse_flags)

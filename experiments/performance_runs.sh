@@ -2,10 +2,11 @@
 # The runs behind docs/performance.md, recorded to docs/results/*.jsonl, then the
 # document regenerated. CPU benchmarks want a quiet machine: run this alone.
 #
-#   bash experiments/performance_runs.sh [cpu|compare|packing|aot|all]   (default all; hours on 2 cores)
+#   bash experiments/performance_runs.sh [cpu|compare|malloc|packing|aot|all]   (default all; hours)
 #
-# `compare` runs only the side-by-side runs behind the CPU targets (about 12 minutes),
-# what a new machine needs first; `cpu` runs them and every CPU optimisation's before/after.
+# `compare` runs only the side-by-side runs behind the CPU targets (about 20 minutes),
+# what a new machine needs first; `malloc` the before/after pairs of the malloc settings
+# (bert_jax.glibc_malloc); `cpu` runs both and every other CPU optimisation's before/after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JAX_PLATFORMS=cpu
@@ -23,10 +24,6 @@ small=(--model=small --batch=32 --seq=128 --predictions=20)
 if [[ $what == cpu || $what == compare || $what == all ]]; then
   # Side by side with HF transformers (the issue's configurations).
   "${bench[@]}" "${small[@]}" --compare=hf-torch --label=compare/small-pretraining-train
-  # HF's step is slower with the huge-page malloc that speeds bert_jax's: the targets
-  # table takes each framework at its fastest of the two runs.
-  BERT_JAX_MALLOC_HUGEPAGES=0 "${bench[@]}" "${small[@]}" --compare=hf-torch \
-    --label=compare/small-pretraining-train-default-malloc
   "${bench[@]}" "${small[@]}" --mode=infer --compare=hf-torch --label=compare/small-pretraining-infer
   "${bench[@]}" "${small[@]}" --dtype=bfloat16 --compare=hf-torch --label=compare/small-pretraining-train-bf16
   # bert_jax on HF's padded batch, and the same 32 examples packed (data.pack_examples).
@@ -34,6 +31,28 @@ if [[ $what == cpu || $what == compare || $what == all ]]; then
     --variant="packed:data.pack_examples=16"
   "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch \
     --label=compare/minilm-classification-infer --variant="packed:data.pack_examples=16"
+  # Each framework at its fastest malloc: HF again, with the tunables bert_jax's process
+  # starts with (bert_jax.glibc_malloc; reused buffers speed HF's step too).
+  hf_ours=(--compare=hf-torch --hf_malloc=bert_jax)
+  "${bench[@]}" "${small[@]}" "${hf_ours[@]}" --label=compare/small-pretraining-train-hf-bert-jax-malloc
+  "${bench[@]}" "${small[@]}" --mode=infer "${hf_ours[@]}" \
+    --label=compare/small-pretraining-infer-hf-bert-jax-malloc
+  "${bench[@]}" "${minilm[@]}" "${hf_ours[@]}" \
+    --label=compare/minilm-classification-train-hf-bert-jax-malloc --variant="packed:data.pack_examples=16"
+  "${bench[@]}" "${minilm[@]}" --mode=infer "${hf_ours[@]}" \
+    --label=compare/minilm-classification-infer-hf-bert-jax-malloc --variant="packed:data.pack_examples=16"
+fi
+
+if [[ $what == cpu || $what == malloc || $what == all ]]; then
+  # glibc's malloc tunables are read at process start: before and after are two runs.
+  # Huge pages (without reused buffers, as when they were added), then reused buffers.
+  BERT_JAX_MALLOC_REUSE=0 BERT_JAX_MALLOC_HUGEPAGES=0 "${bench[@]}" "${small[@]}" \
+    --label=opt/malloc-hugepages
+  BERT_JAX_MALLOC_REUSE=0 "${bench[@]}" "${small[@]}" --label=opt/malloc-hugepages --name=hugepages
+  BERT_JAX_MALLOC_REUSE=0 "${bench[@]}" "${small[@]}" --label=opt/malloc-reuse
+  "${bench[@]}" "${small[@]}" --label=opt/malloc-reuse --name=reuse
+  BERT_JAX_MALLOC_REUSE=0 "${bench[@]}" "${minilm[@]}" --label=opt/malloc-reuse-classification
+  "${bench[@]}" "${minilm[@]}" --label=opt/malloc-reuse-classification --name=reuse
 fi
 
 if [[ $what == cpu || $what == all ]]; then
@@ -50,9 +69,6 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
     --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
   "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
-  # glibc's malloc on huge pages is read at process start: before and after are two runs.
-  BERT_JAX_MALLOC_HUGEPAGES=0 "${bench[@]}" "${small[@]}" --label=opt/malloc-hugepages
-  "${bench[@]}" "${small[@]}" --label=opt/malloc-hugepages --name=hugepages
   # XLA:CPU's dots in oneDNN (bert_jax.xla_cpu_onednn): base without it, the variant
   # with it as compiler options, alternating in one process.
   onednn="onednn:xla.xla_cpu_use_onednn=true;xla.xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax import malloc_hugepages, xla_cpu_onednn
+from bert_jax import glibc_malloc, xla_cpu_onednn
 
 # Tests never reach a hub: every reference model is built locally or comes
 # from an installed package.
@@ -29,11 +29,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # default: the small pretraining step ran 9% slower at -O1.
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=1"
-# The CLIs restart themselves with glibc's malloc on huge pages
-# (bert_jax.malloc_hugepages); the tests' processes, and the CLI runs they
-# start, begin that way instead of paying a second start-up each.
-if malloc_hugepages.wanted(os.environ):
-    os.environ.update(malloc_hugepages.with_tunable(os.environ))
+# The CLIs restart themselves with glibc's malloc tunables (bert_jax.glibc_malloc);
+# the CLI runs the tests start begin that way instead of paying a second start-up each.
+if glibc_malloc.wanted(os.environ):
+    os.environ.update(glibc_malloc.with_tunables(os.environ))
 # Many tests train the same tiny programs, in this process (each `train.run`
 # jits afresh) and in CLI subprocesses, which inherit these variables. XLA's
 # persistent cache compiles each program once per test session; a fresh
