@@ -364,13 +364,19 @@ def _target_rows(rows) -> list[str]:
 MALLOC_RUNS = ("-default-malloc", "-hf-bert-jax-malloc")
 
 
+def _malloc_runs(label: str) -> list[str]:
+    """`label` and its runs' labels with another malloc (a variant's /name stays last)."""
+    kind, run, *variant = label.split("/")
+    return ["/".join([kind, run + suffix, *variant]) for suffix in ("", *MALLOC_RUNS)]
+
+
 def _cpu_targets(compare: list[dict]) -> list[tuple]:
     by_label = {r["label"]: r for r in compare}
 
     def ratio(label):
         # Each framework at its fastest malloc: the runs where one of them had the
         # other malloc (MALLOC_RUNS), where there are any, count too.
-        runs = [r for r in (by_label.get(label + s) for s in ("", *MALLOC_RUNS)) if r]
+        runs = [by_label[k] for k in _malloc_runs(label) if k in by_label]
         if not runs:
             return (None, "not measured")
         hf = min(r["hf_step_time_s"] for r in runs)
@@ -380,8 +386,8 @@ def _cpu_targets(compare: list[dict]) -> list[tuple]:
 
     def mfu(label):
         # The side-by-side run's MFU, and where the same CPU has one, the profile
-        # run's (bert_jax alone in its process: HF's step in the same process
-        # leaves bert_jax's a few percent slower). Met only if both are.
+        # run's (bert_jax alone; before reused buffers, bert_jax's step was a few
+        # percent slower beside HF's rounds than alone). Met only if both are.
         r = by_label.get(label)
         if not r:
             return (None, "not measured")
@@ -499,11 +505,16 @@ def main() -> None:
         "pools only a row's first token. Since commit 93d38e1 HF runs in a process of its own "
         "(`bert_jax.bench_hf.Worker`, started fresh with glibc's default malloc, as HF "
         "users run it; still in alternating rounds of one run); before it, both ran in "
-        "one process with the same malloc, which slowed HF's step. Malloc: `huge "
-        "pages` where the run started with glibc's malloc on transparent "
-        "huge pages (`bert_jax.malloc_hugepages`, what `python -m bert_jax.bench` and "
-        "`bert_jax.main` do by default since it was added), `default` for glibc's "
-        "default (`BERT_JAX_MALLOC_HUGEPAGES=0`, and every run recorded before). CPU "
+        "one process with the same malloc, which slowed HF's step. Labels ending "
+        "`-hf-bert-jax-malloc` give HF's process bert_jax's malloc tunables instead "
+        "(`--hf_malloc=bert_jax`): the targets take each framework at its fastest. "
+        "Malloc (`bert_jax.glibc_malloc`, what `python -m bert_jax.bench` and "
+        "`bert_jax.main` set by default since each was added): `huge pages` where the "
+        "run started with glibc's malloc on transparent huge pages, `reused buffers` "
+        "where freed step buffers stayed in the process (one arena, no mappings, no "
+        "trimming; since commit c7f05fe), `default` for glibc's default "
+        "(`BERT_JAX_MALLOC_HUGEPAGES=0 BERT_JAX_MALLOC_REUSE=0`, and every run recorded "
+        "before). CPU "
         "dots: `oneDNN` where XLA:CPU ran bert_jax's matrix multiplies in oneDNN "
         "(`bert_jax.xla_cpu_onednn`, the CLIs' default on x86-64 since it was added), "
         "`XLA default` for XLA's own choice (YNNPACK and plain dot thunks; "

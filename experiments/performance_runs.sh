@@ -2,11 +2,12 @@
 # The runs behind docs/performance.md, recorded to docs/results/*.jsonl, then the
 # document regenerated. CPU benchmarks want a quiet machine: run this alone.
 #
-#   bash experiments/performance_runs.sh [cpu|compare|malloc|packing|aot|all]   (default all; hours)
+#   bash experiments/performance_runs.sh [cpu|compare|malloc|profile|packing|aot|all]   (default all; hours)
 #
-# `compare` runs only the side-by-side runs behind the CPU targets (about 20 minutes),
+# `compare` runs only the side-by-side runs behind the CPU targets (10 minutes on Zen 5),
 # what a new machine needs first; `malloc` the before/after pairs of the malloc settings
-# (bert_jax.glibc_malloc); `cpu` runs both and every other CPU optimisation's before/after.
+# (bert_jax.glibc_malloc); `profile` where the step's time goes; `cpu` runs these and every
+# other CPU optimisation's before/after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JAX_PLATFORMS=cpu
@@ -103,7 +104,10 @@ if [[ $what == cpu || $what == all ]]; then
   at_commit 1b0a5ee "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification
   at_commit 9ba6919 "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification \
     --name=mask-once
-  # Where the time goes: kernel time by kind (bert_jax.bench_profile).
+fi
+
+if [[ $what == cpu || $what == profile || $what == all ]]; then
+  # Where the time goes: kernel time by kind (bert_jax.bench_profile); bert_jax alone.
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
   "${bench[@]}" "${minilm[@]}" --profile --label=profile/minilm-classification-train \

@@ -98,6 +98,9 @@ def test_each_framework_at_its_fastest_malloc():
         "| CPU pretraining step vs HF (small, 32 x 128, fp32) | 2.5x "
         "| 3.00x (each at its fastest malloc) | yes |"
     ]
+    assert doc._malloc_runs("compare/minilm-train/packed")[2] == (
+        "compare/minilm-train-hf-bert-jax-malloc/packed"
+    )
     assert doc._malloc({"glibc_tunables": "glibc.malloc.hugetlb=1"}) == "huge pages"
     tunables = ":".join(("glibc.malloc.hugetlb=1", *doc.glibc_malloc.REUSE))
     assert doc._malloc({"glibc_tunables": tunables}) == "huge pages, reused buffers"
