@@ -83,7 +83,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("rounds", 3, "Alternating rounds (bert_jax, then HF).")
     flags.DEFINE_integer("warmup", 2, "Untimed steps before the first round.")
     flags.DEFINE_string(
-        "records", "", "Pretraining: take the batch from these TFRecords (packed or not)."
+        "records",
+        "",
+        "Pretraining: take the batch from these TFRecords (packed or not), or from an "
+        ".npz file written by --save_batch.",
     )
     flags.DEFINE_string("text_file", "", "Classification: sentences (default: embedded corpus).")
     flags.DEFINE_string("vocab_file", "", "Classification: vocab.txt for text_file.")
@@ -97,6 +100,12 @@ def _define_flags() -> None:
         "(e.g. xla.xla_cpu_use_onednn=false).",
     )
     flags.DEFINE_string("record", "", "Append the result to this JSON-lines file.")
+    flags.DEFINE_string(
+        "save_batch",
+        "",
+        "Write the batch this command would time to this .npz file and exit (for "
+        "--records=FILE.npz on a machine without TensorFlow or the data).",
+    )
     flags.DEFINE_string("label", "", "What this run measures (for --record).")
     flags.DEFINE_string(
         "name",
@@ -265,6 +274,15 @@ def _inputs(config, f):
     return bench_inputs.classification_batch(text, vocab_file, f.batch, f.seq, bucket)
 
 
+def _config_and_batch(f):
+    """The flags' config (with --set) and the host batch it is timed on."""
+    config = build_config(f.task, f.model, f.batch, f.seq, f.dtype, f.predictions)
+    _override(config, f.set)
+    local, vocab = _inputs(config, f)
+    config.model.vocab_size = vocab
+    return config, local
+
+
 def _variants(assignments: list[str], first: str = "base") -> list[tuple[str, list[str]]]:
     """`--variant=name:key=value;key=value` -> [(name, ["key=value", ...])], `first` first."""
     out = [(first, [])]
@@ -277,10 +295,7 @@ def _variants(assignments: list[str], first: str = "base") -> list[tuple[str, li
 def run(argv_command: str) -> list[dict]:
     """One result per variant ("base" first); HF, when compared, runs once per round."""
     f = FLAGS
-    config = build_config(f.task, f.model, f.batch, f.seq, f.dtype, f.predictions)
-    _override(config, f.set)
-    local, vocab = _inputs(config, f)
-    config.model.vocab_size = vocab
+    config, local = _config_and_batch(f)
     device = jax.devices()[0]
     if f.profile and device.platform != "cpu":
         raise app.UsageError(f"--profile reads XLA:CPU's kernel events; this is {device.platform}")
@@ -390,6 +405,12 @@ def main(argv):
     for opt_out in (*glibc_malloc.SETTINGS, xla_cpu_onednn.OPT_OUT):
         if os.environ.get(opt_out) == "0":
             command = f"{opt_out}=0 {command}"
+    if FLAGS.save_batch:
+        _, local = _config_and_batch(FLAGS)
+        bench_inputs.save_batch(FLAGS.save_batch, local)
+        rows, width = local["input_ids"].shape
+        print(f"wrote {FLAGS.save_batch}: {rows} rows of {width}")
+        return
     if FLAGS.profile:
         # Read when the backend starts, which is after this (nothing ran yet).
         os.environ["XLA_FLAGS"] = (

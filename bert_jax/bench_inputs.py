@@ -55,13 +55,31 @@ def pretraining_batch(batch: int, seq: int, predictions: int, vocab_size: int, s
 def records_batch(
     patterns: str, batch: int, seq: int, predictions: int, examples_per_row: int = 0
 ) -> dict[str, np.ndarray]:
-    """The first `batch` rows of pretraining TFRecords (real examples, packed or not)."""
-    from bert_jax.data import pretraining_records
+    """The first `batch` rows of pretraining TFRecords (real examples, packed or not),
+    or of an `.npz` batch written by `save_batch` (no TensorFlow needed to read it)."""
+    if patterns.endswith(".npz"):
+        with np.load(patterns) as saved:
+            rows = {k: saved[k] for k in saved.files}
+        if rows["input_ids"].shape[1] != seq:
+            width = rows["input_ids"].shape[1]
+            raise ValueError(f"{patterns}: rows of length {width}, not --seq={seq}")
+    else:
+        from bert_jax.data import pretraining_records
 
-    rows = pretraining_records.read_tfrecords(patterns, seq, predictions, examples_per_row)
+        rows = pretraining_records.read_tfrecords(patterns, seq, predictions, examples_per_row)
     if len(rows["input_ids"]) < batch:
         raise ValueError(f"{patterns}: {len(rows['input_ids'])} rows, fewer than batch {batch}")
     return {k: v[:batch] for k, v in rows.items()}
+
+
+def save_batch(path: str, batch: dict[str, np.ndarray]) -> None:
+    """`batch` as an .npz file, for a machine without TensorFlow or the data (a GPU box).
+    Written beside, then renamed: never half-written."""
+    if not path.endswith(".npz"):
+        raise ValueError(f"--save_batch={path}: the file name must end in .npz")
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **batch)
+    os.replace(tmp, path)
 
 
 def sentences(text_file: str, limit: int = 20_000) -> list[str]:

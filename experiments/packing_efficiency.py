@@ -1,7 +1,8 @@
 """Packing efficiency (real tokens / row tokens) before and after packing, on real text.
 
     python experiments/packing_efficiency.py [--shared=../shared/data] \\
-        [--record=docs/results/packing.jsonl] [--work=/tmp/bert_jax_packing]
+        [--record=docs/results/packing.jsonl] [--work=/tmp/bert_jax_packing] \\
+        [--corpora=embedded,wikipedia]
 
 Corpora: the embedded corpus (the standard library's docstrings, with its own
 8,000-piece vocabulary) and Wikipedia articles: the 48 articles of the SQuAD
@@ -73,14 +74,20 @@ def main() -> None:
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
     p.add_argument("--record", default="docs/results/packing.jsonl")
     p.add_argument("--work", default="/tmp/bert_jax_packing")
+    p.add_argument("--corpora", default="embedded,wikipedia", help="Which of the two to run.")
     a = p.parse_args()
+    corpora = a.corpora.split(",")
+    if unknown := set(corpora) - {"embedded", "wikipedia"}:
+        p.error(f"--corpora: unknown {sorted(unknown)}; known: embedded, wikipedia")
     work, shared = Path(a.work), Path(a.shared)
     work.mkdir(parents=True, exist_ok=True)
-    emb = embedded_pretraining.prepare(str(work / "embedded"), 128, 20, verbose=False)
-    measure("embedded corpus", "embedded", emb["train_txt"], emb["vocab_txt"], work, a.record)
-    wiki = wikipedia_corpus(shared, work / "wikipedia.txt")
-    vocab = shared / "vocab" / "bert-base-uncased" / "vocab.txt"
-    measure("Wikipedia (SQuAD v1.1 dev articles)", "wikipedia", wiki, vocab, work, a.record)
+    if "embedded" in corpora:
+        emb = embedded_pretraining.prepare(str(work / "embedded"), 128, 20, verbose=False)
+        measure("embedded corpus", "embedded", emb["train_txt"], emb["vocab_txt"], work, a.record)
+    if "wikipedia" in corpora:
+        wiki = wikipedia_corpus(shared, work / "wikipedia.txt")
+        vocab = shared / "vocab" / "bert-base-uncased" / "vocab.txt"
+        measure("Wikipedia (SQuAD v1.1 dev articles)", "wikipedia", wiki, vocab, work, a.record)
 
 
 if __name__ == "__main__":

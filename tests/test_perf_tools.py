@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bert_jax import aot, flops
+from bert_jax import aot, bench_inputs, flops
 from bert_jax.models.bert import config_for_size
 from tests.cli_env import cli_env
-from tests.numerics import assert_close
+from tests.numerics import assert_close, assert_equal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,3 +146,42 @@ def test_aot_compiles_splash_attention_for_tpu():
     assert r["fits"] and r["attention_impl"] == "splash"
     assert r["pallas_kernels"] >= 3 * 2, r["pallas_kernels"]  # 2 layers
     assert "Pallas (Mosaic) kernels in the compiled step" in text
+
+
+def test_bench_saves_a_records_batch_and_times_it_without_tensorflow(shared_data, tmp_path):
+    """--save_batch writes the real rows a --records run times; --records=FILE.npz reads
+    them back with numpy only (a GPU box has no TensorFlow and no ../shared)."""
+    from tests import train_data
+
+    examples = train_data.make_examples(shared_data, 12, seq_len=32, max_pred=5)
+    records = tmp_path / "train.tfrecord"
+    train_data.write_tfrecord(str(records), examples)
+    saved = tmp_path / "batch.npz"
+    args = ["--model=tiny", "--batch=8", "--seq=32", "--predictions=5"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bert_jax.bench", *args, f"--records={records}",
+         f"--save_batch={saved}"],
+        cwd=REPO, env=cli_env(1), capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"wrote {saved}: 8 rows of 32" in out.stdout
+    with np.load(saved) as batch:
+        for key in ("input_ids", "input_mask", "masked_lm_positions", "masked_lm_ids"):
+            assert_equal(batch[key], examples[key][:8].astype(batch[key].dtype))
+    # Timed from the file in a process where TensorFlow cannot be imported.
+    blocked = (
+        "import sys, runpy; sys.modules['tensorflow'] = None; sys.argv = ['bench', *sys.argv[1:]]; "
+    )
+    blocked += "runpy.run_module('bert_jax.bench', run_name='__main__')"
+    out = subprocess.run(
+        [sys.executable, "-c", blocked, *args, f"--records={saved}", "--steps=1", "--rounds=1",
+         "--warmup=0"],
+        cwd=REPO, env=cli_env(1), capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["real_tokens_per_step"] == int(examples["input_mask"][:8].sum())
+    with pytest.raises(ValueError, match="rows of length 32, not --seq=64"):
+        bench_inputs.records_batch(str(saved), 8, 64, 5)
+    with pytest.raises(ValueError, match="8 rows, fewer than batch 9"):
+        bench_inputs.records_batch(str(saved), 9, 32, 5)

@@ -105,3 +105,27 @@ def test_each_framework_at_its_fastest_malloc():
     tunables = ":".join(("glibc.malloc.hugetlb=1", *doc.glibc_malloc.REUSE))
     assert doc._malloc({"glibc_tunables": tunables}) == "huge pages, reused buffers"
     assert doc._malloc({}) == "default"
+
+
+def test_gpu_targets_read_the_gpu_records():
+    doc = _doc_module()
+
+    def gpu(model, seq, mfu, device="NVIDIA H200", variant="base"):
+        label = f"gpu/{model}-{seq}" + ("" if variant == "base" else f"/{variant}")
+        return {"label": label, "variant": variant, "model": model, "seq": seq,
+                "dtype": "bfloat16", "device": device, "mfu": mfu}  # fmt: skip
+
+    rows = [
+        gpu("base", 128, 0.38),
+        gpu("base", 128, 0.43, variant="cudnn"),  # the best variant counts
+        gpu("large", 512, 0.50, device="NVIDIA A100-SXM4-80GB"),  # not H100-class
+        gpu("large", 512, 0.41),
+    ]
+    table = doc.targets_section([], aot=[], gpu=rows)
+    h100 = [line for line in table if line.startswith("| H100 MFU")]
+    assert h100 == [
+        "| H100 MFU, large seq 512 bf16 | 45% | 41.0% (NVIDIA H200, gpu/large-512) | no |",
+        "| H100 MFU, base seq 128 bf16 | 40% | 43.0% (NVIDIA H200, gpu/base-128/cudnn) | yes |",
+    ]
+    none = [line for line in doc.targets_section([], aot=[]) if line.startswith("| H100")]
+    assert all(line.endswith("| not measured (no GPU lent) | - |") for line in none)
