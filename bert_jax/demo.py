@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
+from bert_jax import glibc_malloc, xla_cpu_onednn
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where corpus, data, checkpoints and metrics go.")
 flags.DEFINE_integer("num_train_steps", 2000, "Pretraining steps.")
@@ -112,5 +114,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
+    glibc_malloc.reexec()
+    xla_cpu_onednn.apply()
     logging.set_verbosity(logging.WARNING)
     app.run(main)

@@ -78,7 +78,7 @@ from absl import app, flags, logging
 from etils import epath
 from jax.sharding import Mesh
 
-from bert_jax import pretrained, progress, sharding
+from bert_jax import glibc_malloc, pretrained, progress, sharding, xla_cpu_onednn
 from bert_jax.data import bad_input, files, tokenizers_from_folder
 from bert_jax.models.bert import BertModel
 
@@ -449,5 +449,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
+    glibc_malloc.reexec()
+    xla_cpu_onednn.apply()
     _define_flags()
     app.run(main)

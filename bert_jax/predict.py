@@ -29,7 +29,14 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from bert_jax import checkpoint_formats, pretrained, progress, tasks
+from bert_jax import (
+    checkpoint_formats,
+    glibc_malloc,
+    pretrained,
+    progress,
+    tasks,
+    xla_cpu_onednn,
+)
 from bert_jax.data import bad_input, files, glue
 from bert_jax.metrics import glue as glue_metrics
 
@@ -154,5 +161,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
+    glibc_malloc.reexec()
+    xla_cpu_onednn.apply()
     _define_flags()
     app.run(main)
