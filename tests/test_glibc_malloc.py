@@ -49,10 +49,13 @@ print(os.getpid(), os.environ.get("GLIBC_TUNABLES", "") or "-", huge_kib, faults
 """
 
 
-def _child(**env_changes):
+def _env(**changes) -> dict[str, str]:
     drop = ("GLIBC_TUNABLES", *glibc_malloc.SETTINGS)
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env |= env_changes
+    return {k: v for k, v in os.environ.items() if k not in drop} | changes
+
+
+def _child(**env_changes):
+    env = _env(**env_changes)
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
     )
@@ -67,23 +70,27 @@ def _child(**env_changes):
 def test_restart_adds_the_tunables_in_the_same_process():
     started_pid, pid, tunables, huge_kib, faults = _child()
     assert pid == started_pid  # exec, not a child process: signals and kill -9 still reach it
-    wanted = glibc_malloc.wanted({})
+    wanted = glibc_malloc.wanted(_env())
     assert tunables == ":".join(wanted)
-    if HUGEPAGES[0] in wanted:
-        assert huge_kib >= 128 * 1024  # most of the 256 MiB buffer
     if REUSE[0] in wanted:
         # The freed block stayed in the process: the thread's second one faulted
         # nothing in (4 KiB pages: 65,536 faults; huge pages: 128).
         assert faults < 16, faults
-        assert glibc_malloc.enabled({"GLIBC_TUNABLES": tunables})[-1] == "reused buffers"
+        # One setting a process: with reused buffers, no huge pages.
+        assert glibc_malloc.enabled({"GLIBC_TUNABLES": tunables}) == ["reused buffers"]
+    elif HUGEPAGES[0] in wanted:  # an accelerator host
+        assert huge_kib >= 128 * 1024  # most of the 256 MiB buffer
 
 
 def test_each_opt_out_turns_off_its_own_setting():
     _, _, tunables, huge_kib, faults = _child(BERT_JAX_MALLOC_REUSE="0")
-    assert tunables == ":".join(t for t in glibc_malloc.wanted({}) if t not in REUSE)
+    assert REUSE[0] not in tunables
     assert faults >= 64, faults  # without reuse the block is mapped afresh and faulted in
+    if glibc_malloc.wanted({"BERT_JAX_MALLOC_REUSE": "0"}):  # glibc >= 2.35, THP on
+        assert tunables == ":".join(HUGEPAGES)  # huge pages where buffers are not reused
+        assert huge_kib >= 128 * 1024  # most of the 256 MiB buffer
     _, _, tunables, huge_kib, _ = _child(BERT_JAX_MALLOC_HUGEPAGES="0")
-    assert tunables == ":".join(t for t in glibc_malloc.wanted({}) if t not in HUGEPAGES)
+    assert tunables == ":".join(t for t in glibc_malloc.wanted(_env()) if t not in HUGEPAGES)
     thp = glibc_malloc.THP_MODE
     if thp.exists() and "[madvise]" in thp.read_text():
         # Huge pages only where malloc asks for them: the opt-out run has none.
@@ -109,5 +116,20 @@ def test_without_tunables_keeps_the_others():
     assert glibc_malloc.without_tunables({"GLIBC_TUNABLES": ":".join(REUSE)}) == {}
     assert glibc_malloc.enabled(env) == ["huge pages", "reused buffers"]
     assert glibc_malloc.enabled({}) == []
-    if glibc_malloc.wanted({}) == [*HUGEPAGES, *REUSE]:
+    if glibc_malloc.wanted(_env()) == [*REUSE]:
+        env = {"GLIBC_TUNABLES": ":".join((OTHER, *REUSE)), "X": "1"}
         assert glibc_malloc.with_tunables(glibc_malloc.without_tunables(env)) == env
+
+
+def test_reused_buffers_only_where_xla_runs_on_the_cpu(tmp_path, monkeypatch):
+    if REUSE[0] not in glibc_malloc.wanted({"JAX_PLATFORMS": "cpu"}):
+        return  # not Linux with glibc: nothing is ever wanted
+    assert REUSE[0] not in glibc_malloc.wanted({"JAX_PLATFORMS": "tpu"})
+    assert REUSE[0] not in glibc_malloc.wanted({"JAX_PLATFORMS": "cuda,cpu"})
+    # Without JAX_PLATFORMS, an accelerator's device file keeps reuse out.
+    gpu = tmp_path / "nvidia0"
+    monkeypatch.setattr(glibc_malloc, "ACCELERATORS", (str(tmp_path / "nvidia[0-9]*"),))
+    assert REUSE[0] in glibc_malloc.wanted({})
+    gpu.touch()
+    # Huge pages instead, where they can help.
+    assert glibc_malloc.wanted({}) == glibc_malloc.wanted({"BERT_JAX_MALLOC_REUSE": "0"})
