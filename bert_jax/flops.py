@@ -1,5 +1,5 @@
 """Model FLOPs of a step and the peak FLOP/s of a chip: the one formula behind
-`perf/mfu` in the trainer and `mfu` in `bert_jax.bench` / `bert_jax.aot`.
+`perf/mfu` in the trainer and `mfu` in `bert_jax.perf.bench` / `bert_jax.perf.aot`.
 
 Formula (REFERENCES.md, "Throughput anchors"): a training step is 3 x the
 forward pass. The forward pass of a sequence of s real tokens is, per layer,

@@ -11,9 +11,9 @@ permits the changes in `bert_jax.workdir_config.SAFE_CHANGES`.
 
 On Linux the command restarts itself once, before any work, with glibc's
 malloc on transparent huge pages and reusing freed step buffers
-(`bert_jax.glibc_malloc`; BERT_JAX_MALLOC_HUGEPAGES=0 and BERT_JAX_MALLOC_REUSE=0
+(`bert_jax.perf.glibc_malloc`; BERT_JAX_MALLOC_HUGEPAGES=0 and BERT_JAX_MALLOC_REUSE=0
 turn each off). On x86-64 it also puts XLA:CPU's
-matrix multiplies in oneDNN (`bert_jax.xla_cpu_onednn`; BERT_JAX_XLA_CPU_ONEDNN=0
+matrix multiplies in oneDNN (`bert_jax.perf.xla_cpu_onednn`; BERT_JAX_XLA_CPU_ONEDNN=0
 keeps XLA's default).
 
 Multi-host (TPU pod slices, several GPU hosts): pass --jax_distributed; on
@@ -27,8 +27,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import glibc_malloc, train, xla_cpu_onednn
+from bert_jax import train
 from bert_jax.data import bad_input
+from bert_jax.perf import glibc_malloc, xla_cpu_onednn
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)

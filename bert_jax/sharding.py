@@ -73,7 +73,7 @@ def activate(mesh: Mesh) -> Iterator[Mesh]:
     `jax.sharding.get_abstract_mesh()` sees, which the older `with mesh:` does
     not set (there they are silently skipped). Only the abstract mesh is set:
     the jitted functions carry their own NamedShardings, and eager ops stay on
-    the default device (for `bert_jax.aot` the mesh's devices are only a
+    the default device (for `bert_jax.perf.aot` the mesh's devices are only a
     description of a TPU slice)."""
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), axis_rules():
         yield mesh

@@ -28,17 +28,9 @@ from etils import epath
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import (
-    checkpoint,
-    config_checks,
-    flops,
-    optim,
-    pretrained,
-    progress,
-    sharding,
-    tasks,
-    workdir_config,
-)
+from bert_jax import checkpoint, config_checks, flops, optim, sharding, tasks, workdir_config
+from bert_jax.checkpoints import pretrained
+from bert_jax.data import progress
 from bert_jax.metrics_writer import MetricWriter
 from bert_jax.tasks.base import EvalResult, EvalSet, Task
 
@@ -275,7 +267,7 @@ def jit_train_step(
     """`train_step` as the trainer runs it: sharded in and out, the state donated.
 
     With `frozen_sh` (`place_frozen`) the step takes the frozen params third.
-    Also what `bert_jax.bench` times and `bert_jax.aot` compiles for a TPU slice.
+    Also what `bert_jax.perf.bench` times and `bert_jax.perf.aot` compiles for a TPU slice.
     """
     in_sh = (state_sh, batch_sh) if frozen_sh is None else (state_sh, batch_sh, frozen_sh)
     step = functools.partial(
@@ -594,7 +586,7 @@ def run(
 def write_task_info(wd: epath.Path, task: Task, model) -> None:
     """task.json (model class, architecture, labels) and the tokenizer's files
     (vocab.txt, spiece.model or vocab.json + merges.txt), so the workdir alone
-    serves `pretrained.load`, `bert_jax.predict` and `bert_jax.embed`."""
+    serves `pretrained.load`, `bert_jax.tools.predict` and `bert_jax.tools.embed`."""
     info = {
         "model": type(model).__name__,
         "config": model.config.to_dict(),

@@ -1,7 +1,7 @@
 """Distillation (DistilBERT): `task=pretraining|glue[,glue_task=sst2][,teacher=PATH][,tiny]`.
 
 General distillation: a student from layers [0, 2, 4, 7, 9, 11] of a BERT-base
-teacher (any checkpoint or workdir `bert_jax.pretrained.load` reads), trained
+teacher (any checkpoint or workdir `bert_jax.checkpoints.pretrained.load` reads), trained
 on masked-LM records with the teacher's soft targets:
 
     python -m bert_jax.main --config=configs/distill.py:teacher=/ckpt/bert-base-uncased \

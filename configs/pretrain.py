@@ -3,12 +3,12 @@
 Arguments: `model=tiny|mini|small|medium|base|large` (default base; large
 for MLPerf; tiny for the laptop variant), `phase=1|2`,
 `recipe=bert|roberta|albert|mlperf`, `pack=K` (records packed up to K examples a
-row by `python -m bert_jax.data.pack_records`; the tiny variant packs its
+row by `python -m bert_jax.data.pretraining.pack_records`; the tiny variant packs its
 own), and `tiny` (or `runlocal`) for a laptop-sized run (data, batch and
 steps; an explicit `model=` is kept). Launch:
 
     # Data (original recipe, static masking), then phase 1 at length 128:
-    python -m bert_jax.data.create_pretraining_data --input_file='corpus/*.txt' \
+    python -m bert_jax.data.pretraining.create_pretraining_data --input_file='corpus/*.txt' \
         --output_file=data/seq128.tfrecord --vocab_file=vocab.txt \
         --max_seq_length=128 --max_predictions_per_seq=20
     python -m bert_jax.main --config=configs/pretrain.py:model=base,phase=1 \
@@ -44,7 +44,7 @@ Expected results, with their sources:
     eval set. Batch size and learning rate are tuned per submission; the
     values here are placeholders to set (--config.train_batch_size,
     --config.optimizer.learning_rate).
-  * tiny: runs in minutes on a laptop CPU; `python -m bert_jax.demo` uses it
+  * tiny: runs in minutes on a laptop CPU; `python -m bert_jax.tools.demo` uses it
     and prints the MLM accuracy it reaches next to the most-frequent-token
     baseline.
 """
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None):
     c.data.vocab_file = ""  # needed for dynamic-masking records
     c.data.do_lower_case = True
     c.data.num_shards = 0  # 0: one data shard per process
-    # K > 0: records packed K examples a row at most (bert_jax.data.pack_records,
+    # K > 0: records packed K examples a row at most (bert_jax.data.pretraining.pack_records,
     # a row with max_predictions_per_seq masked positions). Arg `pack=K`.
     c.data.examples_per_row = 0
     c.data.shuffle_buffer = 10_000
@@ -122,7 +122,7 @@ def get_config(arg: str | None = None):
         c.data.examples_per_row = a.pack
     if laptop:
         # Offline: pretraining data built from the standard library's
-        # docstrings (bert_jax/data/embedded_pretraining.py) unless set.
+        # docstrings (bert_jax/data/pretraining/embedded.py) unless set.
         c.data.train_files = c.data.eval_files = "embedded"
         c.model.vocab_size = 8000  # embedded_pretraining.VOCAB_SIZE
         if a.recipe == "albert":

@@ -21,7 +21,7 @@ official evaluation and reruns with --null_score_diff_threshold. Evaluation
 here does both in one run: eval/exact_match and eval/f1 (predictions.json)
 are at this configured threshold, eval/null_score_diff_threshold is the
 threshold tuned on dev, with eval/tuned_exact_match and eval/tuned_f1
-(predictions_tuned.json); `bert_jax.predict` uses the tuned one.
+(predictions_tuned.json); `bert_jax.tools.predict` uses the tuned one.
 """
 
 from bert_jax.configs import finetune

@@ -32,7 +32,7 @@ if [[ ${1:-run} == prepare ]]; then
   python experiments/packing_efficiency.py --corpora=wikipedia --work="$work" \
     --record="$work/packing.jsonl" --shared="${SHARED:-../shared/data}"
   mkdir -p "$batches"
-  save=(env JAX_PLATFORMS=cpu python -m bert_jax.bench)
+  save=(env JAX_PLATFORMS=cpu python -m bert_jax.perf.bench)
   w="$work/wikipedia"
   "${save[@]}" "${base[@]}" --records="$w-128.tfrecord" --save_batch="$batches/base-128.npz"
   "${save[@]}" "${base[@]}" --records="$w-128-packed3.tfrecord" --set=data.examples_per_row=3 \
@@ -54,8 +54,8 @@ variants=(
   "--variant=noattndrop:model.attention_dropout=0.0"
   "--variant=cudnn:model.attention_dropout=0.0;model.attention_impl='cudnn'"
 )
-python -m bert_jax.bench "${base[@]}" --label=gpu/base-128 "${common[@]}" "${variants[@]}"
-python -m bert_jax.bench "${large[@]}" --predictions=76 --label=gpu/large-512 "${common[@]}" \
+python -m bert_jax.perf.bench "${base[@]}" --label=gpu/base-128 "${common[@]}" "${variants[@]}"
+python -m bert_jax.perf.bench "${large[@]}" --predictions=76 --label=gpu/large-512 "${common[@]}" \
   "${variants[@]}"
 if [[ -d $batches ]]; then
   # One failure here (a packed mask on cuDNN, say) must not lose the others.
@@ -64,7 +64,7 @@ if [[ -d $batches ]]; then
     IFS=: read -r name size k <<<"$run"
     if [[ $size == base ]]; then args=("${base[@]}"); else args=("${large[@]}" --predictions=80); fi
     [[ -n $k ]] && args+=(--set=data.examples_per_row="$k")
-    python -m bert_jax.bench "${args[@]}" --records="$batches/$name.npz" "${cudnn[@]}" \
+    python -m bert_jax.perf.bench "${args[@]}" --records="$batches/$name.npz" "${cudnn[@]}" \
       --label="gpu/$name-wikipedia" "${common[@]}" || echo "FAILED: gpu/$name-wikipedia" >&2
   done
 else

@@ -24,13 +24,14 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
 
-    from bert_jax.data import build_vocab, corpus, embedded_corpus, pretraining_loader
-    from bert_jax.data import create_pretraining_data as cpd
-    from bert_jax.data.masking_vocab import MaskingVocab
-    from bert_jax.data.pretraining_instances import RecipeConfig
-    from bert_jax.data.tokenizer import BertTokenizer
+    from bert_jax.data.pretraining import build_vocab, corpus, embedded_corpus
+    from bert_jax.data.pretraining import create_pretraining_data as cpd
+    from bert_jax.data.pretraining import loader as pretraining_loader
+    from bert_jax.data.pretraining.instances import RecipeConfig
+    from bert_jax.data.pretraining.masking_vocab import MaskingVocab
     from bert_jax.models.bert import config_for_size
     from bert_jax.models.heads import BertForPreTraining
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
 
     d = Path(tempfile.mkdtemp())
     docs = list(embedded_corpus.embedded_documents())

@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bert_jax import configs, pretrained, sharding, tasks, train  # noqa: E402
-from bert_jax.data import pretraining_records  # noqa: E402
+from bert_jax import configs, sharding, tasks, train
+from bert_jax.checkpoints import pretrained  # noqa: E402
+from bert_jax.data.pretraining import records as pretraining_records  # noqa: E402
 from bert_jax.tasks.distill import cosine_distance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

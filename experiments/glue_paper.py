@@ -1,17 +1,17 @@
 """The BERT paper's GLUE protocol as a sweep (Devlin et al. 2019, section 4.1).
 
-    python -m bert_jax.sweep --sweep=experiments/glue_paper.py:task=all \\
+    python -m bert_jax.experiments.sweep --sweep=experiments/glue_paper.py:task=all \\
         --config=configs/glue.py --workdir_root=runs/glue_paper \\
         --config.init_checkpoint=/ckpt/uncased_L-12_H-768_A-12 \\
         --config.data.data_dir=/data/glue
-    python -m bert_jax.results runs/glue_paper --out=runs/glue_paper/results
+    python -m bert_jax.experiments.results runs/glue_paper --out=runs/glue_paper/results
 
 The paper fine-tunes with batch 32 for 3 epochs (configs/glue.py's defaults
 for every task when no `task=` argument is given, so pass the bare
 configs/glue.py) and picks the learning rate among {5e-5, 4e-5, 3e-5, 2e-5}
 on dev. On the small sets fine-tuning "was sometimes unstable" (section 4.1),
 so the paper ran random restarts there and kept the best on dev; this sweep
-gives those tasks more seeds, and `bert_jax.results` reports the median over
+gives those tasks more seeds, and `bert_jax.experiments.results` reports the median over
 seeds per learning rate (the learning rate picked by that median) and the
 spread.
 
@@ -21,7 +21,7 @@ WNLI), `lrs=5e-5+4e-5` to narrow the grid (quick trials).
 """
 
 from bert_jax.configs.common import parse_arg
-from bert_jax.sweep import chain, product, sweep
+from bert_jax.experiments.sweep import chain, product, sweep
 
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 SMALL = ("cola", "stsb", "mrpc", "rte", "wnli")  # under 10k training examples (GLUE paper)

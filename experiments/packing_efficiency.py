@@ -9,7 +9,7 @@ Corpora: the embedded corpus (the standard library's docstrings, with its own
 v1.1 dev set, their paragraphs in order as documents (real Wikipedia text),
 with the bert-base-uncased vocabulary. Examples are made with the original
 recipe (`create_pretraining_data`, dupe factor 1) at lengths 128 and 512,
-then packed with `bert_jax.data.pack_records` (up to 3 examples a row at 128,
+then packed with `bert_jax.data.pretraining.pack_records` (up to 3 examples a row at 128,
 6 at 512). Each setting appends one record to `--record`.
 """
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bert_jax import records  # noqa: E402
-from bert_jax.data import corpus, embedded_pretraining, pack_records  # noqa: E402
-from bert_jax.data import create_pretraining_data as cpd  # noqa: E402
-from bert_jax.data.pretraining_instances import RecipeConfig  # noqa: E402
+from bert_jax.data.pretraining import corpus, pack_records  # noqa: E402
+from bert_jax.data.pretraining import create_pretraining_data as cpd  # noqa: E402
+from bert_jax.data.pretraining import embedded as embedded_pretraining
+from bert_jax.data.pretraining.instances import RecipeConfig  # noqa: E402
+from bert_jax.perf import records  # noqa: E402
 
 SETTINGS = ((128, 20, 3), (512, 80, 6))  # length, predictions, examples per row
 

@@ -6,7 +6,7 @@
 #
 # `compare` runs only the side-by-side runs behind the CPU targets (10 minutes on Zen 5),
 # what a new machine needs first; `malloc` the before/after pairs of the malloc settings
-# (bert_jax.glibc_malloc); `profile` where the step's time goes; `cpu` runs these and every
+# (bert_jax.perf.glibc_malloc); `profile` where the step's time goes; `cpu` runs these and every
 # other CPU optimisation's before/after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ what=${1:-all}
 shared=${SHARED:-../shared/data}
 cpu=docs/results/cpu.jsonl
 aot=docs/results/aot.jsonl
-bench=(python -m bert_jax.bench --steps=5 --rounds=3 --warmup=1 --record="$cpu")
+bench=(python -m bert_jax.perf.bench --steps=5 --rounds=3 --warmup=1 --record="$cpu")
 minilm=(--model=mini --task=classification --batch=32 --seq=128
   --set=model.num_layers=6 --set=model.hidden_size=384 --set=model.num_heads=12
   --set=model.intermediate_size=1536 --text_file="$shared/glue/SST-2/train.tsv"
@@ -33,7 +33,7 @@ if [[ $what == cpu || $what == compare || $what == all ]]; then
   "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch \
     --label=compare/minilm-classification-infer --variant="packed:data.pack_examples=16"
   # Each framework at its fastest malloc: HF again, with the tunables bert_jax's process
-  # starts with (bert_jax.glibc_malloc; reused buffers speed HF's step too).
+  # starts with (bert_jax.perf.glibc_malloc; reused buffers speed HF's step too).
   hf_ours=(--compare=hf-torch --hf_malloc=bert_jax)
   "${bench[@]}" "${small[@]}" "${hf_ours[@]}" --label=compare/small-pretraining-train-hf-bert-jax-malloc
   "${bench[@]}" "${small[@]}" --mode=infer "${hf_ours[@]}" \
@@ -70,7 +70,7 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
     --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
   "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
-  # XLA:CPU's dots in oneDNN (bert_jax.xla_cpu_onednn): base without it, the variant
+  # XLA:CPU's dots in oneDNN (bert_jax.perf.xla_cpu_onednn): base without it, the variant
   # with it as compiler options, alternating in one process.
   onednn="onednn:xla.xla_cpu_use_onednn=true;xla.xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${small[@]}" --label=opt/cpu-onednn --variant="$onednn"
@@ -107,7 +107,7 @@ if [[ $what == cpu || $what == all ]]; then
 fi
 
 if [[ $what == cpu || $what == profile || $what == all ]]; then
-  # Where the time goes: kernel time by kind (bert_jax.bench_profile); bert_jax alone.
+  # Where the time goes: kernel time by kind (bert_jax.perf.profile); bert_jax alone.
   "${bench[@]}" "${small[@]}" --profile --label=profile/small-pretraining-train \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
   "${bench[@]}" "${minilm[@]}" --profile --label=profile/minilm-classification-train \
@@ -125,7 +125,7 @@ fi
 
 if [[ $what == aot || $what == all ]]; then
   # About 2 minutes a base compile, 5 a large one unscanned, on the 2-core machine.
-  base=(python -m bert_jax.aot --config=configs/pretrain.py:model=base --record="$aot")
+  base=(python -m bert_jax.perf.aot --config=configs/pretrain.py:model=base --record="$aot")
   bf16=(--config.model.dtype=bfloat16)
   splash=(--config.model.attention_dropout=0.0 --config.model.attention_impl=splash)
   "${base[@]}" --topology=v5p-8 --label=base-128
@@ -136,7 +136,7 @@ if [[ $what == aot || $what == all ]]; then
   "${base[@]}" --topology=v5p-8 "${bf16[@]}" --config.train_batch_size=512 --label=base-128-bf16-b512
   "${base[@]}" --topology=v5p-8 "${bf16[@]}" "${splash[@]}" --config.train_batch_size=512 \
     --label=base-128-bf16-noattndrop-splash-b512
-  large=(python -m bert_jax.aot --config=configs/pretrain.py:recipe=mlperf --record="$aot" "${bf16[@]}")
+  large=(python -m bert_jax.perf.aot --config=configs/pretrain.py:recipe=mlperf --record="$aot" "${bf16[@]}")
   "${large[@]}" --topology=v5p-8 --config.model.scan_layers=True --config.model.remat_policy=full \
     --label=large-512-b256-scan-remat
   "${large[@]}" --topology=v5p-8 --config.train_batch_size=32 --label=large-512-b32

@@ -11,7 +11,7 @@ background thread while the next steps run; the loop waits only for the
 previous save when it starts the next). Steps per second come from the
 trainer's own metrics.jsonl (perf/steps_per_second, the rows after the first,
 which holds the compile), next to the step alone on one batch of the same
-records (`bert_jax.bench`'s timing of `train.jit_train_step`). Each run
+records (`bert_jax.perf.bench`'s timing of `train.jit_train_step`). Each run
 appends one record.
 """
 
@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from bert_jax import bench, bench_inputs, configs, records, train  # noqa: E402
-from bert_jax.data import embedded_pretraining  # noqa: E402
+from bert_jax import configs, train  # noqa: E402
+from bert_jax.data.pretraining import embedded as embedded_pretraining  # noqa: E402
+from bert_jax.perf import bench, bench_inputs, records
 
 
 def main() -> None:

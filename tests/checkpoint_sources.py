@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint_names as names
-from bert_jax import pretrained
+from bert_jax.checkpoints import names as names
+from bert_jax.checkpoints import pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

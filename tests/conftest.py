@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax import glibc_malloc, xla_cpu_onednn
+from bert_jax.perf import glibc_malloc, xla_cpu_onednn
 
 # Tests never reach a hub: every reference model is built locally or comes
 # from an installed package.
@@ -29,7 +29,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # default: the small pretraining step ran 9% slower at -O1.
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=1"
-# The CLIs restart themselves with glibc's malloc tunables (bert_jax.glibc_malloc);
+# The CLIs restart themselves with glibc's malloc tunables (bert_jax.perf.glibc_malloc);
 # the CLI runs the tests start begin that way instead of paying a second start-up each.
 if glibc_malloc.wanted(os.environ):
     os.environ.update(glibc_malloc.with_tunables(os.environ))
@@ -42,7 +42,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="bert_jax_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-# The CLIs put XLA:CPU's dots in oneDNN (bert_jax.xla_cpu_onednn), except where
+# The CLIs put XLA:CPU's dots in oneDNN (bert_jax.perf.xla_cpu_onednn), except where
 # the persistent cache is on, which cannot hold those programs: so the tests and
 # the CLI runs they start keep XLA's default dots and their cache. The whole
 # suite also passed with the oneDNN dots (all but two notebooks, whose stored

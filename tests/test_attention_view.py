@@ -10,10 +10,10 @@ import matplotlib
 import numpy as np
 import pytest
 
-from bert_jax import attention_analysis as aa
-from bert_jax import attention_view as av
-from bert_jax import pretrained
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.checkpoints import pretrained
+from bert_jax.tokenizers.wordpiece import BertTokenizer
+from bert_jax.tools import attention_analysis as aa
+from bert_jax.tools import attention_view as av
 from tests.numerics import assert_close, assert_equal
 
 matplotlib.use("Agg")

@@ -12,8 +12,9 @@ import json
 
 import pytest
 
-from bert_jax.data import conll, corpus, glue, squad, text_classification
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data import conll, glue, squad, text_classification
+from bert_jax.data.pretraining import corpus
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests.bad_input_cases import Case, check, vocab_file, write
 
 SST2 = "sentence\tlabel\n"
@@ -223,7 +224,7 @@ L, P = 16, 4
 def _records(path, n=8, seq=L, drop=None):
     import tensorflow as tf
 
-    from bert_jax.data import pretraining_records as pr
+    from bert_jax.data.pretraining import records as pr
 
     feats = {}
     for name, (dtype, kind) in pr.FEATURES.items():
@@ -244,7 +245,7 @@ def _records(path, n=8, seq=L, drop=None):
 
 def _tfrecord(mutate):
     def make(tmp):
-        from bert_jax.data import pretraining_records as pr
+        from bert_jax.data.pretraining import records as pr
 
         path = tmp / "data" / "eval.tfrecord"
         mutate(path)
@@ -291,7 +292,7 @@ def test_bad_tfrecords_fail_naming_the_file(case, tmp_path):
 def test_a_truncated_tfrecord_in_the_training_stream_names_its_shard_files(tmp_path):
     """The loader validates only each file's first record; a record cut off later is
     found while streaming, and the error names the shard's files."""
-    from bert_jax.data import pretraining_loader
+    from bert_jax.data.pretraining import loader as pretraining_loader
 
     path = tmp_path / "train.tfrecord"
     _truncate(path)

@@ -3,7 +3,7 @@
 Checkpoints of every format `pretrained.load` reads (HF safetensors and
 pytorch_model.bin, original TF, bert_jax), config values and overrides as
 `train.run` and the `--config` flag get them, and the inputs of
-`bert_jax.predict` and `bert_jax.embed`, through the functions the commands
+`bert_jax.tools.predict` and `bert_jax.tools.embed`, through the functions the commands
 call. Each case names the file or the config key; nothing is left behind
 (`tests/bad_input_cases.py`). Also the security rule: a pytorch_model.bin is
 never unpickled beyond plain tensors. docs/bad_input.md lists every case.
@@ -23,9 +23,11 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import configs, embed, predict, pretrained, train
+from bert_jax import configs, train
+from bert_jax.checkpoints import pretrained
 from bert_jax.models.bert import BertConfig
 from bert_jax.models.heads import BertForPreTraining
+from bert_jax.tools import embed, predict
 from tests import train_data
 from tests.bad_input_cases import VOCAB, Case, check, snapshot, vocab_file, write
 

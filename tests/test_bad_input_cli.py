@@ -59,7 +59,7 @@ CASES = {
     ),
     "cli_create_pretraining_data_latin1_corpus": (
         lambda t: (
-            "bert_jax.data.create_pretraining_data",
+            "bert_jax.data.pretraining.create_pretraining_data",
             f"--input_file={write(t / 'corpus.txt', CORPUS)}",
             f"--output_file={t / 'train.tfrecord'}",
             f"--vocab_file={vocab_file(t)}",
@@ -69,7 +69,7 @@ CASES = {
     ),
     "cli_build_vocab_blank_corpus": (
         lambda t: (
-            "bert_jax.data.build_vocab",
+            "bert_jax.data.pretraining.build_vocab",
             f"--input_file={write(t / 'corpus.txt', BLANK)}",
             f"--output_file={t / 'vocab.txt'}",
         ),
@@ -77,20 +77,20 @@ CASES = {
     ),
     "cli_predict_input_latin1": (
         lambda t: (
-            "bert_jax.predict",
+            "bert_jax.tools.predict",
             f"--workdir={t}",
             f"--input={write(t / 'inputs.txt', LATIN1)}",
         ),
-        r"bert_jax.predict: error: --input .*inputs.txt:2: not UTF-8",
+        r"bert_jax.tools.predict: error: --input .*inputs.txt:2: not UTF-8",
     ),
     "cli_embed_input_latin1": (
         lambda t: (
-            "bert_jax.embed",
+            "bert_jax.tools.embed",
             f"--checkpoint={t}",
             f"--input={write(t / 'texts.txt', LATIN1)}",
             f"--output={t / 'out.npy'}",
         ),
-        r"bert_jax.embed: error: --input .*texts.txt: line 2 is not UTF-8",
+        r"bert_jax.tools.embed: error: --input .*texts.txt: line 2 is not UTF-8",
     ),
 }
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax import bench_hf, glibc_malloc
 from bert_jax.models.bert import config_for_size
+from bert_jax.perf import bench_hf, glibc_malloc
 
 OTHER = "glibc.malloc.perturb=0"  # a tunable of the user's (perturb 0 changes nothing)
 OURS = ":".join((OTHER, *glibc_malloc.HUGEPAGES, *glibc_malloc.REUSE))

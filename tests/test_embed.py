@@ -1,4 +1,4 @@
-"""bert_jax.embed on the real all-MiniLM-L6-v2 against HF transformers (PyTorch).
+"""bert_jax.tools.embed on the real all-MiniLM-L6-v2 against HF transformers (PyTorch).
 
 The references are sentence-transformers' pooling recipes written out in torch
 on HF `BertModel`'s outputs (sentence-transformers itself is not a dependency):
@@ -20,8 +20,9 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import embed, sharding
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax import sharding
+from bert_jax.tokenizers.wordpiece import BertTokenizer
+from bert_jax.tools import embed
 from tests.cli_env import cli_env
 from tests.numerics import assert_close, max_abs_diff
 
@@ -172,7 +173,7 @@ def test_last_four_layers_concatenated_with_token_offsets(minilm_dir, uniform, h
 def _cli(*args, one_device=False):
     # one_device: the plain single-device case (and a quicker compile).
     env = cli_env(1) if one_device else dict(os.environ)
-    cmd = [sys.executable, "-m", "bert_jax.embed", *map(str, args)]
+    cmd = [sys.executable, "-m", "bert_jax.tools.embed", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 

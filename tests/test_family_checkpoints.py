@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from bert_jax import pretrained
+from bert_jax.checkpoints import pretrained
 from bert_jax.models.heads import (
     BertForPreTraining,
     BertForQuestionAnswering,

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bert_jax import glibc_malloc
+from bert_jax.perf import glibc_malloc
 
 REPO = Path(__file__).resolve().parents[1]
 HUGEPAGES, REUSE = glibc_malloc.HUGEPAGES, glibc_malloc.REUSE
@@ -21,7 +21,7 @@ OTHER = "glibc.malloc.perturb=0"  # a tunable of the user's (perturb 0 changes n
 # - reports its PID and GLIBC_TUNABLES.
 CHILD = """
 import ctypes, os, resource, threading
-from bert_jax import glibc_malloc
+from bert_jax.perf import glibc_malloc
 glibc_malloc.reexec()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

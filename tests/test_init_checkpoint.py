@@ -19,7 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import configs, pretrained, train
+from bert_jax import configs, train
+from bert_jax.checkpoints import pretrained
 from bert_jax.models.bert import BertModel
 from bert_jax.models.heads import BertForPreTraining, BertForSequenceClassification
 from tests import checkpoint_sources, train_data

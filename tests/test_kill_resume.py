@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 from bert_jax import checkpoint, configs, optim, sharding, tasks, train
-from bert_jax.predict import Predictor
+from bert_jax.tools.predict import Predictor
 from tests import train_data
 from tests.cli_env import cli_env
 from tests.numerics import assert_equal

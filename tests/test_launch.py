@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax import launch
-from bert_jax.tpu_slices import Slice
+from bert_jax.experiments import launch
+from bert_jax.experiments.tpu_slices import Slice
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "--config.name=x'; rm -rf / #"
@@ -172,7 +172,7 @@ def test_an_unknown_type_lists_the_generations_and_the_name_format():
 
 
 def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bert_jax.launch", *args]
+    cmd = [sys.executable, "-m", "bert_jax.experiments.launch", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -73,7 +73,7 @@ def check_inspect_pretrained(texts: list[str], minilm_dir: Path) -> None:
     import torch
     import transformers
 
-    from bert_jax.data.tokenizer import BertTokenizer
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
 
     tok = BertTokenizer(str(minilm_dir / "vocab.txt"), do_lower_case=True)
     enc = tok.encode("The trophy didn't fit in the suitcase.", "It was too big.")
@@ -234,7 +234,7 @@ def check_quickstart(texts: list[str], minilm_dir: Path) -> None:
     import torch
     import transformers
 
-    from bert_jax import pretrained
+    from bert_jax.checkpoints import pretrained
 
     cfg = json.loads((minilm_dir / "config.json").read_text())
     hf = transformers.BertModel.from_pretrained(str(minilm_dir))

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert_jax import aot, bench_inputs, flops
+from bert_jax import flops
 from bert_jax.models.bert import config_for_size
+from bert_jax.perf import aot, bench_inputs
 from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
 
@@ -32,7 +33,7 @@ def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:
 def test_bench_side_by_side_reports_the_formula(tmp_path):
     record = tmp_path / "bench.jsonl"
     r, text = _run(
-        "bert_jax.bench", "--model=tiny", "--batch=4", "--seq=32", "--predictions=5",
+        "bert_jax.perf.bench", "--model=tiny", "--batch=4", "--seq=32", "--predictions=5",
         "--steps=2", "--rounds=1", "--warmup=1", "--compare=hf-torch", f"--record={record}",
         "--label=test", "--set=model.hidden_dropout=0.0",
         "--variant=noattn:model.attention_dropout=0.0;model.scan_layers=True", "--profile",
@@ -75,12 +76,14 @@ def test_bench_side_by_side_reports_the_formula(tmp_path):
     rows = [json.loads(x) for x in record.read_text().splitlines()]
     assert [x["label"] for x in rows] == ["test", "test/noattn"]
     assert rows[0]["step_time_s"] == r["step_time_s"]
-    assert rows[0]["machine"]["cpu"] and rows[0]["command"].startswith("python -m bert_jax.bench")
+    assert rows[0]["machine"]["cpu"] and rows[0]["command"].startswith(
+        "python -m bert_jax.perf.bench"
+    )
 
 
 def test_bench_classification_inference_on_real_sentences(shared_data):
     r, _ = _run(
-        "bert_jax.bench", "--model=tiny", "--task=classification", "--mode=infer",
+        "bert_jax.perf.bench", "--model=tiny", "--task=classification", "--mode=infer",
         "--batch=8", "--seq=128", "--steps=2", "--rounds=1", "--warmup=1",
         f"--text_file={shared_data / 'glue/SST-2/dev.tsv'}",
         f"--vocab_file={shared_data / 'vocab/bert-base-uncased/vocab.txt'}",
@@ -93,7 +96,7 @@ def test_bench_classification_inference_on_real_sentences(shared_data):
 def test_aot_compiles_tiny_for_a_v5p_slice(tmp_path):
     record = tmp_path / "aot.jsonl"
     r, text = _run(
-        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v5p-8",
+        "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny", "--topology=v5p-8",
         f"--record={record}",
     )  # fmt: skip
     assert r["fits"] and "fits" in text
@@ -113,7 +116,7 @@ def test_aot_compiles_tiny_for_a_v5p_slice(tmp_path):
 
 def test_aot_says_what_does_not_fit():
     r, text = _run(
-        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v5e-1",
+        "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny", "--topology=v5e-1",
         "--config.train_batch_size=16384", "--config.max_seq_length=512",
         "--config.max_predictions_per_seq=80", expect=1,
     )  # fmt: skip
@@ -127,7 +130,7 @@ def test_aot_names_the_known_slices_and_flags_scan_estimates():
     assert aot.SLICES["v5p-8"].topology == "v5:2x2x1"  # 4 chips, 8 TensorCores
     assert aot.SLICES["v5e-16"].topology == "v5e:4x4" and aot.SLICES["v6e-8"].topology == "v6e:2x4"
     _, text = _run(
-        "bert_jax.aot", "--config=configs/pretrain.py:tiny", "--topology=v6e-4",
+        "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny", "--topology=v6e-4",
         "--config.model.scan_layers=True",
     )  # fmt: skip
     assert "no time estimate: the compiler counts a scanned layer once" in text
@@ -139,7 +142,7 @@ def test_aot_compiles_splash_attention_for_tpu():
     rows (example ids as its segment ids; unpacked rows pass 1/0 segments to the same
     kernels, and tests/models/test_splash.py runs both through the interpreter)."""
     r, text = _run(
-        "bert_jax.aot", "--config=configs/pretrain.py:tiny,pack=3", "--topology=v5p-8",
+        "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny,pack=3", "--topology=v5p-8",
         "--config.model.attention_impl=splash", "--config.model.attention_dropout=0.0",
         "--config.max_seq_length=128",
     )  # fmt: skip
@@ -159,7 +162,7 @@ def test_bench_saves_a_records_batch_and_times_it_without_tensorflow(shared_data
     saved = tmp_path / "batch.npz"
     args = ["--model=tiny", "--batch=8", "--seq=32", "--predictions=5"]
     out = subprocess.run(
-        [sys.executable, "-m", "bert_jax.bench", *args, f"--records={records}",
+        [sys.executable, "-m", "bert_jax.perf.bench", *args, f"--records={records}",
          f"--save_batch={saved}"],
         cwd=REPO, env=cli_env(1), capture_output=True, text=True,
     )  # fmt: skip
@@ -172,7 +175,7 @@ def test_bench_saves_a_records_batch_and_times_it_without_tensorflow(shared_data
     blocked = (
         "import sys, runpy; sys.modules['tensorflow'] = None; sys.argv = ['bench', *sys.argv[1:]]; "
     )
-    blocked += "runpy.run_module('bert_jax.bench', run_name='__main__')"
+    blocked += "runpy.run_module('bert_jax.perf.bench', run_name='__main__')"
     out = subprocess.run(
         [sys.executable, "-c", blocked, *args, f"--records={saved}", "--steps=1", "--rounds=1",
          "--warmup=0"],

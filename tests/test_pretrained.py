@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import pretrained
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.checkpoints import pretrained
 from bert_jax.models.bert import BertModel
 from bert_jax.models.heads import BertForPreTraining
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests import checkpoint_sources
 from tests.checkpoint_sources import torch, transformers
 from tests.numerics import assert_close, assert_equal, max_abs_diff

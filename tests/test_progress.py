@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bert_jax import progress, train
-from bert_jax.data import create_pretraining_data, pack_records
-from bert_jax.data import pretraining_instances as recipe
+from bert_jax import train
+from bert_jax.data import progress
 from bert_jax.data.array_source import ArraySource
+from bert_jax.data.pretraining import create_pretraining_data, pack_records
+from bert_jax.data.pretraining import instances as recipe
 from bert_jax.tasks.base import EvalSet
 from tests import train_data
 
@@ -86,7 +87,7 @@ def test_build_vocab_bar_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
         return [
             sys.executable,
             "-m",
-            "bert_jax.data.build_vocab",
+            "bert_jax.data.pretraining.build_vocab",
             "--embedded_corpus",
             f"--output_file={out}",
             "--vocab_size=1000",
@@ -115,7 +116,7 @@ def test_absl_log_lines_and_printed_lines_go_above_the_bar():
     script = textwrap.dedent(
         """
         from absl import app, logging
-        from bert_jax import progress
+        from bert_jax.data import progress
 
         def main(argv):
             progress.DELAY_S = 0

@@ -5,7 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from bert_jax import records
+from bert_jax.perf import records
 
 ROOT = Path(__file__).resolve().parents[1]
 CPUINFO = """processor\t: 0

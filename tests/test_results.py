@@ -1,4 +1,4 @@
-"""bert_jax.results on workdirs as the trainer and the sweep tool write them.
+"""bert_jax.experiments.results on workdirs as the trainer and the sweep tool write them.
 
 One SST-2 workdir comes from a real tiny `train.run` on the real SST-2 files;
 the others are written here from its config.json, metrics.jsonl and task.json
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert_jax import paper_numbers, results, results_report
 from bert_jax.configs import load
-from bert_jax.paper_numbers import GLUE_AVERAGE
+from bert_jax.experiments import paper_numbers, results, results_report
+from bert_jax.experiments.paper_numbers import GLUE_AVERAGE
 from tests.numerics import assert_close, assert_equal
 from tests.tasks import tiny_runs
 
@@ -369,7 +369,7 @@ def test_plots_are_png_files(report):
 
 def _cli(*args, cwd=REPO):
     return subprocess.run(
-        [sys.executable, "-m", "bert_jax.results", *map(str, args)],
+        [sys.executable, "-m", "bert_jax.experiments.results", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax import configs, sweep
+from bert_jax import configs
+from bert_jax.experiments import sweep
 from tests.cli_env import cli_env
 from tests.numerics import assert_close
 
@@ -27,13 +28,15 @@ def _env():
 
 def _sweep_file(tmp_path, body: str) -> str:
     path = tmp_path / "my_sweep.py"
-    path.write_text("from bert_jax.sweep import chain, product, sweep, zipped\n\n" + body)
+    path.write_text(
+        "from bert_jax.experiments.sweep import chain, product, sweep, zipped\n\n" + body
+    )
     return str(path)
 
 
 def _cli(*args, cwd=REPO):
     return subprocess.run(
-        [sys.executable, "-m", "bert_jax.sweep", *args],
+        [sys.executable, "-m", "bert_jax.experiments.sweep", *args],
         cwd=cwd,
         env=_env(),
         capture_output=True,
@@ -171,7 +174,8 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
         lines = (shared_data / "glue" / "SST-2" / name).read_text(encoding="utf-8").splitlines()
         (sst2 / name).write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
     cmd = [
-        sys.executable, "-m", "bert_jax.sweep", f"--sweep={_sweep_file(tmp_path, body)}",
+        sys.executable, "-m", "bert_jax.experiments.sweep",
+        f"--sweep={_sweep_file(tmp_path, body)}",
         f"--config={GLUE}:task=sst2", f"--workdir_root={root}",
         f"--config.init_checkpoint={minilm_dir}",
         f"--config.data.data_dir={tmp_path / 'glue'}", "--config.max_seq_length=32",
@@ -227,7 +231,7 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
     # (The leaderboard files of the best run: tests/test_results.py.)
     out = tmp_path / "results"
     tab = subprocess.run(
-        [sys.executable, "-m", "bert_jax.results", str(root), f"--out={out}"],
+        [sys.executable, "-m", "bert_jax.experiments.results", str(root), f"--out={out}"],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert tab.returncode == 0, tab.stderr[-3000:]

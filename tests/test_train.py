@@ -16,8 +16,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from bert_jax import checkpoint, configs, optim, sharding, tasks, train
-from bert_jax.data import embedded_pretraining, pretraining_records
-from bert_jax.predict import Predictor
+from bert_jax.data.pretraining import embedded as embedded_pretraining
+from bert_jax.data.pretraining import records as pretraining_records
+from bert_jax.tools.predict import Predictor
 from tests import train_data
 from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
@@ -247,7 +248,7 @@ def test_two_processes_match_one(records, tmp_path):
 
 def test_init_checkpoint_loads_encoder_and_logs_fresh(records, tmp_path, caplog):
     """A bare-encoder checkpoint initialises `bert`; the heads stay fresh and are logged."""
-    from bert_jax import pretrained
+    from bert_jax.checkpoints import pretrained
     from bert_jax.models.bert import BertModel
     from bert_jax.tasks.model_setup import model_config
 

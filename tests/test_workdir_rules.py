@@ -18,7 +18,8 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from bert_jax import configs, pretrained, train, workdir_config
+from bert_jax import configs, train, workdir_config
+from bert_jax.checkpoints import pretrained
 from bert_jax.configs import common
 from bert_jax.tasks.model_setup import model_config
 from tests import train_data

@@ -1,4 +1,4 @@
-"""The CLIs put XLA:CPU's matrix multiplies in oneDNN (bert_jax.xla_cpu_onednn)."""
+"""The CLIs put XLA:CPU's matrix multiplies in oneDNN (bert_jax.perf.xla_cpu_onednn)."""
 
 import os
 import platform
@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import bench, bench_profile, xla_cpu_onednn
+from bert_jax.perf import bench, xla_cpu_onednn
+from bert_jax.perf import profile as bench_profile
 from tests.numerics import assert_close
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_apply_refuses_once_a_backend_runs():
 
 # A fresh process: apply() before JAX starts, then compile a dot with no options.
 CHILD = """
-from bert_jax import xla_cpu_onednn
+from bert_jax.perf import xla_cpu_onednn
 print(xla_cpu_onednn.apply())
 import jax, jax.numpy as jnp
 a = jnp.ones((64, 64))

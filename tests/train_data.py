@@ -4,7 +4,7 @@ Sentence pairs from the SST-2 training file, tokenized with the real
 bert-base-uncased vocabulary, 15% of the tokens masked (80/10/10), half of the
 pairs with a random second sentence; written as TFRecords in the original
 BERT feature layout. The full recipe (documents, short_seq_prob, dupe factor,
-whole-word masking) is `bert_jax.data.create_pretraining_data`'s job.
+whole-word masking) is `bert_jax.data.pretraining.create_pretraining_data`'s job.
 """
 
 import contextlib
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from bert_jax import configs
-from bert_jax.data import pretraining_records
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data.pretraining import records as pretraining_records
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 PRETRAIN_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "pretrain.py")
 

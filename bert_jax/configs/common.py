@@ -94,7 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Mesh over (data, fsdp, tensor); -1 fills with the remaining devices.
     c.mesh_shape = (-1, 1, 1)
     c.dcn_mesh_shape = (1, 1, 1)  # slices per axis, multi-slice TPU jobs
-    c.init_checkpoint = ""  # any format bert_jax.pretrained.load reads
+    c.init_checkpoint = ""  # any format bert_jax.checkpoints.pretrained.load reads
     c.max_seq_length = 128
     # A size from bert_jax.models.bert.SIZES; a field left None comes from it
     # (or from init_checkpoint). One placeholder per field: a shared one would

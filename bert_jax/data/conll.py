@@ -42,8 +42,8 @@ import numpy as np
 from absl import logging
 
 from bert_jax.data import bad_input, files
-from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.metrics.ner import get_entities
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 # The CoNLL-2003 label set, outside first, then each type's B- and I- in the
 # order persons, organizations, locations, miscellaneous. Label ids are indices

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bert_jax.data.pack_records import pack_lengths
+from bert_jax.data.pretraining.pack_records import pack_lengths
 
 PACKED_KEYS = ("position_ids", "example_ids", "cls_positions")
 

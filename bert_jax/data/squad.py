@@ -43,9 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax import progress
-from bert_jax.data import bad_input, files
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data import bad_input, files, progress
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 
 @dataclasses.dataclass(frozen=True)

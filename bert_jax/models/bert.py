@@ -545,7 +545,7 @@ class BertModel(nn.Module):
     (B, heads, L, L), fp32) and `hidden_states` (a tuple of num_layers + 1
     arrays (B, L, H): the embeddings output, then every layer's output).
 
-    Packed rows (several examples per row, `bert_jax.data.pack_records`): pass
+    Packed rows (several examples per row, `bert_jax.data.pretraining.pack_records`): pass
     `example_ids` (B, L) (1.. per example, 0 on padding), `position_ids` that
     restart from 0 per example (shifted by `position_offset` here) and
     `cls_positions` (B, K). A token then attends only

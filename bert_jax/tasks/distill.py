@@ -63,7 +63,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from bert_jax import checkpoint_formats, pretrained
+from bert_jax.checkpoints import formats as checkpoint_formats
+from bert_jax.checkpoints import pretrained
 from bert_jax.models.bert import BertConfig, BertModel, config_for_size
 from bert_jax.models.heads import BertForPreTraining, BertForSequenceClassification
 from bert_jax.tasks.classification import ClassificationTask
@@ -122,7 +123,7 @@ class DistillTask:
         if not d.teacher_checkpoint:
             raise ValueError(
                 "set distill.teacher_checkpoint (any checkpoint or workdir "
-                "bert_jax.pretrained.load reads)"
+                "bert_jax.checkpoints.pretrained.load reads)"
             )
         try:
             self.teacher_config = pretrained.load_config(d.teacher_checkpoint)
@@ -403,8 +404,9 @@ class DistillTask:
 
     @functools.cache  # noqa: B019 (built once on disk)
     def _embedded(self) -> dict[str, str]:
-        from bert_jax.data import create_pretraining_data, embedded_pretraining
-        from bert_jax.data.pretraining_instances import RecipeConfig
+        from bert_jax.data.pretraining import create_pretraining_data
+        from bert_jax.data.pretraining import embedded as embedded_pretraining
+        from bert_jax.data.pretraining.instances import RecipeConfig
 
         c, d = self.config, self.config.data
         vocab = self.base.config.data.vocab_file

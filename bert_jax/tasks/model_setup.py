@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bert_jax import checkpoint_names as names
-from bert_jax import pretrained
-from bert_jax.data import tokenizers_from_folder
+from bert_jax.checkpoints import names as names
+from bert_jax.checkpoints import pretrained
 from bert_jax.data.pack_examples import PACKED_KEYS
-from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.models.bert import SIZES, BertConfig, config_for_size
+from bert_jax.tokenizers import from_folder as tokenizers_from_folder
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 # Fields that fix parameter shapes (checked against a checkpoint).
 ARCHITECTURE = (
@@ -91,7 +91,7 @@ def vocab_file(config) -> str:
 
 def tokenizer(config):
     """data.vocab_file's WordPiece; else the tokenizer of the folder
-    data.tokenizer_dir names (a workdir, for `bert_jax.predict`), else of the
+    data.tokenizer_dir names (a workdir, for `bert_jax.tools.predict`), else of the
     init checkpoint's folder: its vocab.txt, an ALBERT spiece.model or a
     RoBERTa vocab.json + merges.txt (`tokenizers_from_folder.from_folder`)."""
     lower = config.data.get("do_lower_case", True)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax import checkpoint_names as names
+from bert_jax.checkpoints import names as names
 from bert_jax.data import bad_input, swag
 from bert_jax.models.heads import BertForMultipleChoice
 from bert_jax.tasks import sources

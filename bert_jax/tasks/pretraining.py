@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax.data import embedded_pretraining
 from bert_jax.data.array_source import ArraySource
-from bert_jax.data.masking_vocab import MaskingVocab
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data.pretraining import embedded as embedded_pretraining
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 from bert_jax.models.heads import BertForPreTraining
 from bert_jax.tasks.base import EvalResult, EvalSet, Forward
 from bert_jax.tasks.model_setup import model_config
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 
 class PretrainingTask:
@@ -34,7 +34,7 @@ class PretrainingTask:
         self.seq_len = config.max_seq_length
         self.num_predictions = config.max_predictions_per_seq  # per row, packed or not
         self.use_nsp = config.nsp
-        # K > 0: packed records (bert_jax.data.pack_records), up to K examples a row.
+        # K > 0: packed records (bert_jax.data.pretraining.pack_records), up to K examples a row.
         self.examples_per_row = config.data.get("examples_per_row", 0)
 
     def model(self) -> BertForPreTraining:
@@ -181,13 +181,13 @@ class PretrainingTask:
     def train_source(self, process_index: int, process_count: int):
         # TensorFlow (tf.data) is imported only by the pretraining data path, so
         # fine-tuning and prediction processes start without it.
-        from bert_jax.data import pretraining_loader
+        from bert_jax.data.pretraining import loader as pretraining_loader
 
         d = self.config.data
         if not d.train_files:
             raise ValueError(
                 "config key data.train_files is empty: point it at pretraining "
-                "TFRecords (bert_jax.data.create_pretraining_data)"
+                "TFRecords (bert_jax.data.pretraining.create_pretraining_data)"
             )
         return pretraining_loader.PretrainingLoader(
             self._files("train_files"),
@@ -206,7 +206,8 @@ class PretrainingTask:
         )
 
     def eval_sets(self, process_index: int, process_count: int) -> list[EvalSet]:
-        from bert_jax.data import pretraining_loader, pretraining_records
+        from bert_jax.data.pretraining import loader as pretraining_loader
+        from bert_jax.data.pretraining import records as pretraining_records
 
         """The held-out set, in memory; dynamic records get one fixed masking."""
         d = self.config.data

@@ -20,7 +20,7 @@ NoAns_*, and the official best_* over those predictions), then the threshold
 with the best dev F1 over every question's best non-null answer
 (`bert_jax.metrics.squad.tune_null_threshold`) as null_score_diff_threshold, and the
 scores of the predictions at it as tuned_exact_match and tuned_f1
-(`predictions_tuned.json`). `bert_jax.predict` applies the tuned threshold.
+(`predictions_tuned.json`). `bert_jax.tools.predict` applies the tuned threshold.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 
 @pytest.fixture(scope="module")

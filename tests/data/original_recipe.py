@@ -15,7 +15,7 @@ What it mirrors, function by function:
   truncate_seq_pair              trim the longer side, front or back at random.
   instance_features              write_instance_to_example_files' arrays.
 
-The original's FullTokenizer is replaced by `bert_jax.data.tokenizer`, which is
+The original's FullTokenizer is replaced by `bert_jax.tokenizers.wordpiece`, which is
 token for token the same (see tests/data/test_tokenizer.py).
 """
 

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from bert_jax.data import bad_input, conll, corpus, glue, squad, text_classification
+from bert_jax.data import bad_input, conll, glue, squad, text_classification
+from bert_jax.data.pretraining import corpus
 
 
 def test_check_names_the_argument_and_the_values():

@@ -1,4 +1,4 @@
-"""Tests for bert_jax.data.build_vocab: layout, quality, CLI, atomic writes."""
+"""Tests for bert_jax.data.pretraining.build_vocab: layout, quality, CLI, atomic writes."""
 
 import os
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert_jax.data import build_vocab, corpus, embedded_corpus
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data.pretraining import build_vocab, corpus, embedded_corpus
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 HELD_OUT = 20  # Embedded-corpus documents kept out of training.
@@ -129,7 +129,7 @@ def test_write_vocab_is_atomic(tmp_path):
 
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bert_jax.data.build_vocab", *args]
+    cmd = [sys.executable, "-m", "bert_jax.data.pretraining.build_vocab", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

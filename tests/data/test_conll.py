@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data import conll
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests.data.iob1 import iob2_to_iob1
 from tests.numerics import assert_equal
 

@@ -1,4 +1,4 @@
-"""Tests for bert_jax.data.corpus and bert_jax.data.embedded_corpus."""
+"""Tests for bert_jax.data.pretraining.corpus and bert_jax.data.pretraining.embedded_corpus."""
 
 import gzip
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from bert_jax.data import corpus, embedded_corpus
+from bert_jax.data.pretraining import corpus, embedded_corpus
 
 # Leading, repeated and whitespace-only blank lines, a one-sentence document,
 # stray spaces, no final newline.

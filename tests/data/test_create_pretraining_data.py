@@ -20,10 +20,11 @@ import original_recipe as orig
 import pytest
 import tensorflow as tf
 
-from bert_jax.data import corpus, pretraining_records
-from bert_jax.data import create_pretraining_data as cpd
-from bert_jax.data import pretraining_instances as recipe
-from bert_jax.data.masking_vocab import MaskingVocab
+from bert_jax.data.pretraining import corpus
+from bert_jax.data.pretraining import create_pretraining_data as cpd
+from bert_jax.data.pretraining import instances as recipe
+from bert_jax.data.pretraining import records as pretraining_records
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 from tests import train_data
 from tests.numerics import assert_equal
 
@@ -382,7 +383,7 @@ def test_cli_deterministic_across_workers_and_runs(conll_file, vocab_file, tmp_p
     cmd = [
         sys.executable,
         "-m",
-        "bert_jax.data.create_pretraining_data",
+        "bert_jax.data.pretraining.create_pretraining_data",
         f"--input_file={gz}",
         f"--output_file={','.join(map(str, two))}",
         f"--vocab_file={vocab_file}",

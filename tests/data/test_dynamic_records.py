@@ -12,10 +12,11 @@ import original_recipe as orig
 import pytest
 import tensorflow as tf
 
-from bert_jax.data import create_pretraining_data as cpd
-from bert_jax.data import pretraining_instances as recipe
-from bert_jax.data import pretraining_loader, pretraining_records
-from bert_jax.data.masking_vocab import MaskingVocab
+from bert_jax.data.pretraining import create_pretraining_data as cpd
+from bert_jax.data.pretraining import instances as recipe
+from bert_jax.data.pretraining import loader as pretraining_loader
+from bert_jax.data.pretraining import records as pretraining_records
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 from tests.numerics import assert_equal
 
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq

@@ -19,11 +19,11 @@ import pytest
 from ml_collections import ConfigDict
 from tokenizers import decoders
 
-from bert_jax.data import tokenizers_from_folder
-from bert_jax.data.bpe_tokenizer import RobertaTokenizer
-from bert_jax.data.sentencepiece_tokenizer import AlbertTokenizer
-from bert_jax.data.tokenizer import BertTokenizer
 from bert_jax.tasks import model_setup
+from bert_jax.tokenizers import from_folder as tokenizers_from_folder
+from bert_jax.tokenizers.bpe import RobertaTokenizer
+from bert_jax.tokenizers.spm import AlbertTokenizer
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests.conftest import SHARED_DATA as SHARED
 from tests.data import family_vocab
 from tests.numerics import assert_equal

@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data.masking_vocab import MaskingVocab
-from bert_jax.data.pretraining_instances import mask_tokens
-from bert_jax.data.pretraining_loader import mask_batch
+from bert_jax.data.pretraining.instances import mask_tokens
+from bert_jax.data.pretraining.loader import mask_batch
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 
 
 @pytest.fixture(scope="module")

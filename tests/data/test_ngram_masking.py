@@ -11,9 +11,9 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data.masking_vocab import MaskingVocab
-from bert_jax.data.pretraining_instances import RecipeConfig, mask_tokens
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data.pretraining.instances import RecipeConfig, mask_tokens
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests.numerics import assert_close
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bert_jax import configs, tasks
-from bert_jax.data import pack_records, pretraining_records
+from bert_jax.data.pretraining import pack_records
+from bert_jax.data.pretraining import records as pretraining_records
 from tests import train_data
 from tests.numerics import assert_close, assert_equal
 
@@ -96,7 +97,8 @@ def test_cli_writes_records_the_loader_reads(examples, tmp_path):
     files, ex = examples
     out = [tmp_path / "p0.tfrecord", tmp_path / "p1.tfrecord"]
     cmd = [
-        sys.executable, "-m", "bert_jax.data.pack_records", f"--input_file={files['train_files']}",
+        sys.executable, "-m", "bert_jax.data.pretraining.pack_records",
+        f"--input_file={files['train_files']}",
         f"--output_file={','.join(map(str, out))}", f"--max_seq_length={SEQ}",
         f"--max_predictions_per_seq={PRED}", "--examples_per_row=3",
     ]  # fmt: skip

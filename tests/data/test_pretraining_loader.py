@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from bert_jax.data import pretraining_loader, pretraining_records
-from bert_jax.data.masking_vocab import MaskingVocab
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.data.pretraining import loader as pretraining_loader
+from bert_jax.data.pretraining import records as pretraining_records
+from bert_jax.data.pretraining.masking_vocab import MaskingVocab
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests import train_data
 from tests.numerics import assert_equal
 

@@ -27,7 +27,7 @@ def dev_path(shared_data):
 
 @pytest.fixture(scope="module")
 def tokenizer(shared_data):
-    from bert_jax.data.tokenizer import BertTokenizer
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
 
     return BertTokenizer(str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt"), True)
 
@@ -303,7 +303,7 @@ def test_version_2_detection(tmp_path):
 
 
 def _tiny_tokenizer(tmp_path):
-    from bert_jax.data.tokenizer import BertTokenizer
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "who", "won", "lost", "?", ".", "denver"]
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")

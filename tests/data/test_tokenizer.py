@@ -1,4 +1,4 @@
-"""Tests for bert_jax.data.tokenizer against the original algorithm and HF.
+"""Tests for bert_jax.tokenizers.wordpiece against the original algorithm and HF.
 
 Two references:
 
@@ -21,7 +21,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from bert_jax.data.tokenizer import BertTokenizer
+from bert_jax.tokenizers.wordpiece import BertTokenizer
 from tests.conftest import SHARED_DATA as SHARED  # noqa: E402
 from tests.numerics import assert_equal
 

@@ -299,7 +299,7 @@ def test_v2_needs_every_prediction_and_v1_takes_no_na_probs(dev_json, tmp_path):
 
 def test_v2_null_odds_from_postprocess(dev_json, tmp_path, shared_data):
     """Hand-set logits over several windows: null = the lowest [CLS] pair."""
-    from bert_jax.data.tokenizer import BertTokenizer
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
 
     path, _, qids = _v2_file(dev_json, tmp_path)
     examples, stats = squad.parse_squad(squad.load_json(str(path)), str(path))

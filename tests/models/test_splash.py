@@ -2,7 +2,7 @@
 interpreter, against the XLA path; its config rules; its sharded form.
 
 The TPU compile of the kernel inside the sharded train step is checked by
-tests/test_perf_tools.py (bert_jax.aot with libtpu).
+tests/test_perf_tools.py (bert_jax.perf.aot with libtpu).
 """
 
 import dataclasses

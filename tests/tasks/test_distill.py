@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from bert_jax import configs, pretrained, sharding, tasks, train
-from bert_jax.data import embedded_pretraining
+from bert_jax import configs, sharding, tasks, train
+from bert_jax.checkpoints import pretrained
+from bert_jax.data.pretraining import embedded as embedded_pretraining
 from bert_jax.models.bert import config_for_size
 from bert_jax.models.heads import BertForPreTraining, BertForSequenceClassification
 from tests.numerics import assert_close, assert_equal

@@ -8,7 +8,7 @@ DistilBERT's the real bert-base-uncased vocab.txt. The trainer fine-tunes a
 few steps on real SST-2 rows and evaluates on the real dev set; the workdir
 must hold the family's tokenizer files and, exported back to HF, give HF's
 `{Family}ForSequenceClassification` + HF's tokenizer the same probabilities
-as `bert_jax.predict` on real dev sentences: the tokenizer, the positions
+as `bert_jax.tools.predict` on real dev sentences: the tokenizer, the positions
 (RoBERTa's offset) and the head (BERT/ALBERT pooler, RoBERTa's tanh dense on
 <s>, DistilBERT's ReLU pre-classifier) are each the family's.
 """
@@ -19,8 +19,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bert_jax import pretrained
-from bert_jax.predict import Predictor
+from bert_jax.checkpoints import pretrained
+from bert_jax.tools.predict import Predictor
 from configs import glue as glue_config
 from tests.checkpoint_sources import torch, transformers
 from tests.data import family_vocab

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bert_jax import train
-from bert_jax.predict import Predictor, glue_submission
+from bert_jax.tools.predict import Predictor, glue_submission
 from configs import classify, glue, ner
 from tests.numerics import assert_close
 from tests.tasks.tiny_runs import run as _run
@@ -142,7 +142,7 @@ def test_ner_conll_entity_f1(shared_data, tmp_path):
     assert_close(f1_score(gold, pred), metrics["eval/f1"], atol=1e-9)
     text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday."
     out = subprocess.run(
-        [sys.executable, "-m", "bert_jax.predict", f"--workdir={tmp_path}", f"--text={text}"],
+        [sys.executable, "-m", "bert_jax.tools.predict", f"--workdir={tmp_path}", f"--text={text}"],
         capture_output=True,
         text=True,
         check=True,
@@ -213,7 +213,7 @@ def test_squad_predictions_match_the_official_evaluation(shared_data, tmp_path):
 
 def test_multiple_choice_on_swag_layout(shared_data, tmp_path):
     """SWAG-layout CSVs built from real SQuAD paragraphs: pick the true next sentence."""
-    from bert_jax.data import corpus
+    from bert_jax.data.pretraining import corpus
     from configs import swag
 
     data = json.loads((shared_data / "squad" / "v1.1" / "dev-v1.1.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 
 from bert_jax.data import squad as squad_data
 from bert_jax.metrics import squad as squad_eval
-from bert_jax.predict import Predictor
+from bert_jax.tools.predict import Predictor
 from configs import squad
 from tests.tasks import tiny_runs
 

@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pytest
 
-from bert_jax.data import corpus
+from bert_jax.data.pretraining import corpus
 from configs import classify, glue, ner, squad, swag
 from tests.tasks import tiny_runs
 
