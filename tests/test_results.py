@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bert_jax.configs import load
-from bert_jax.experiments import paper_numbers, results, results_report
+from bert_jax.experiments import paper_numbers, results, results_report, summary
 from bert_jax.experiments.paper_numbers import GLUE_AVERAGE
 from tests.numerics import assert_close, assert_equal
 from tests.tasks import tiny_runs
@@ -272,7 +272,7 @@ def test_squad_scores_and_published_numbers(report):
 
 def test_glue_average_is_the_papers_nine_scores_mean(report, real_sst2):
     _, tasks, _ = report
-    avg = results.glue_average(list(tasks.values()))
+    avg = summary.glue_average(list(tasks.values()))
     sst2 = np.median([_real_accuracy(real_sst2) * 100, 92.0, 93.0])
     ours = [84.0, 84.0, sst2, 87.0, 70.0]  # MNLI-m, MNLI-mm, SST-2, MRPC F1, RTE
     paper = [84.6, 83.4, 93.5, 88.9, 70.1]  # Table 1 (RTE: large)
@@ -294,9 +294,9 @@ def test_full_glue_average_matches_table_1(tmp_path, real_sst2):
         keys = [k for t, k in GLUE_AVERAGE if t == task]
         metrics = {k: base[(task, k)] / 100 + 0.01 for k in keys} or {"eval/accuracy": 0.3}
         wd = write_workdir(tmp_path / task, real_sst2, {"glue_task": task}, metrics)
-        runs.append(results.load_run(wd))
+        runs.append(summary.load_run(wd))
     for model, printed in (("base", 79.6), ("large", 82.1)):
-        avg = results.glue_average(results.summarize(runs, paper_model=model))
+        avg = summary.glue_average(summary.summarize(runs, paper_model=model))
         assert len(avg.scores) == 9 and not avg.missing
         assert_close(round(avg.paper, 1), printed, rtol=1e-12)
         if model == "base":
@@ -344,7 +344,7 @@ def test_results_md_and_csv(report, tree):
     )
     assert_close(float(flax["diff"]), 87.0 - 88.97, rtol=1e-6)
     (glue,) = [r for r in rows if r["task"] == "GLUE"]
-    avg = results.glue_average(list(tasks.values()))
+    avg = summary.glue_average(list(tasks.values()))
     assert_close([float(glue["median"]), float(glue["diff"])], [avg.ours, avg.diff], rtol=1e-6)
     with open(out / "runs.csv", newline="") as f:
         runs = list(csv.DictReader(f))
@@ -385,9 +385,9 @@ def test_cli_prints_the_table_and_the_skipped(tree, tmp_path):
 
 
 def test_glue_submission_of_the_best_run(real_sst2, tmp_path):
-    runs, _ = results.load([real_sst2])
-    (sst2,) = results.summarize(runs)
-    assert results.best_run(sst2).workdir == real_sst2
+    runs, _ = summary.load([real_sst2])
+    (sst2,) = summary.summarize(runs)
+    assert summary.best_run(sst2).workdir == real_sst2
     (path,) = results.glue_submissions([sst2], str(tmp_path / "submit"))
     lines = Path(path).read_text().splitlines()
     assert Path(path).name == "SST-2.tsv" and lines[0] == "index\tprediction"
@@ -395,8 +395,8 @@ def test_glue_submission_of_the_best_run(real_sst2, tmp_path):
 
 
 def test_overlapping_dirs_count_each_workdir_once(tree):
-    runs, skipped = results.load([tree])
-    again, skipped_again = results.load([tree / "mrpc_sweep", tree, tree / "sst2"])
+    runs, skipped = summary.load([tree])
+    again, skipped_again = summary.load([tree / "mrpc_sweep", tree, tree / "sst2"])
     assert sorted(r.workdir.resolve() for r in again) == sorted(r.workdir.resolve() for r in runs)
     assert len(skipped_again) == len(skipped) == 3
 
@@ -413,7 +413,7 @@ def test_errors_name_the_dir(tree, tmp_path):
     assert f"error: no finished runs under {unfinished}: 1 workdir(s), all skipped" in out.stderr
     assert "unfinished at step 40 of 115" in out.stderr
     (tmp_path / "empty").mkdir()
-    with pytest.raises(results.ResultsError, match="no finished runs under .*empty: no workdir"):
-        results.load([tmp_path / "empty"])
-    with pytest.raises(results.ResultsError, match="choose base or large"):
-        results.summarize([], paper_model="huge")
+    with pytest.raises(summary.ResultsError, match="no finished runs under .*empty: no workdir"):
+        summary.load([tmp_path / "empty"])
+    with pytest.raises(summary.ResultsError, match="choose base or large"):
+        summary.summarize([], paper_model="huge")

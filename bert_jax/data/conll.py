@@ -42,7 +42,7 @@ import numpy as np
 from absl import logging
 
 from bert_jax.data import bad_input, files
-from bert_jax.metrics.ner import get_entities
+from bert_jax.data.tags import get_entities
 from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 # The CoNLL-2003 label set, outside first, then each type's B- and I- in the

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bert_jax.experiments.results import series, setting_label
+from bert_jax.experiments.summary import series, setting_label
 
 if TYPE_CHECKING:
-    from bert_jax.experiments.results import Run, TaskResult
+    from bert_jax.experiments.summary import Run, TaskResult
 
 LINE_STYLES = ("-", "--", ":", "-.")
 TITLES = {

@@ -15,7 +15,7 @@ from typing import Any
 
 from bert_jax.experiments import paper_numbers
 from bert_jax.experiments.paper_numbers import Score
-from bert_jax.experiments.results import (
+from bert_jax.experiments.summary import (
     Run,
     Skipped,
     TaskResult,

@@ -5,7 +5,7 @@ all match the gold chunk. Precision, recall and F1 are micro averages over all
 chunks of all types; `per_type` gives the same scores per entity type, with the
 type's number of gold chunks as `support`. `accuracy` is per word.
 
-Chunks are read with conlleval's lenient rules (`conlleval.pl`'s `startOfChunk`
+Chunks are read with conlleval's lenient rules (bert_jax/data/tags.py: `startOfChunk`
 and `endOfChunk`, which seqeval's default mode copies), so any tag sequence
 scores, legal or not: an `I-X` after `O`, at the start of a sentence or after a
 tag of another type starts a chunk, as if it were `B-X`; a type change ends
@@ -20,44 +20,9 @@ zero is 0.0, as there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-# "O", or a prefix and a type: "B-PER", "I-ORG", ...
-_TAG_RE = re.compile(r"O|[BIES]-\S+")
-# conlleval's chunk boundaries given (previous, current) prefix; a type change
-# also ends the previous chunk and starts a new one (unless the tag is O).
-_ENDS_BEFORE = {("B", "B"), ("B", "S"), ("B", "O"), ("I", "B"), ("I", "S"), ("I", "O")}
-_STARTS = {("E", "E"), ("E", "I"), ("S", "E"), ("S", "I"), ("O", "E"), ("O", "I")}
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """("B", "PER") for "B-PER"; ("O", "") for "O".
-
-    Raises:
-      ValueError: the tag is neither "O" nor a B/I/E/S prefix, "-" and a type.
-    """
-    if not _TAG_RE.fullmatch(tag):
-        raise ValueError(f"invalid NER tag {tag!r}: expected 'O' or B-/I-/E-/S- and a type")
-    return ("O", "") if tag == "O" else (tag[0], tag[2:])
-
-
-def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """The chunks of one sentence as (type, first word, last word + 1), in order.
-
-    >>> get_entities(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"])
-    [('PER', 0, 2), ('LOC', 3, 4), ('LOC', 4, 5), ('ORG', 5, 6)]
-    """
-    chunks = []
-    prev, prev_type, begin = "O", "", 0
-    for i, tag in enumerate([*tags, "O"]):  # The final "O" closes any open chunk.
-        cur, cur_type = split_tag(tag)
-        if prev in "ES" or (prev, cur) in _ENDS_BEFORE or (prev != "O" and prev_type != cur_type):
-            chunks.append((prev_type, begin, i))
-        if cur in "BS" or (prev, cur) in _STARTS or (cur != "O" and prev_type != cur_type):
-            begin = i
-        prev, prev_type = cur, cur_type
-    return chunks
+from bert_jax.data.tags import get_entities
 
 
 def _scores(correct: int, predicted: int, gold: int) -> dict[str, float]:

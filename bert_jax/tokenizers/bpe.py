@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from etils import epath
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-from bert_jax.tokenizers import from_folder as shared
+from bert_jax.tokenizers import pairs as shared
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
 

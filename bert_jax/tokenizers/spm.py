@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import sentencepiece
 from etils import epath
 
-from bert_jax.tokenizers import from_folder as shared
+from bert_jax.tokenizers import pairs as shared
 
 # A character's span [start, end) in the input text.
 _Spans = list[tuple[int, int]]

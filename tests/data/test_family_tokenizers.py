@@ -21,6 +21,7 @@ from tokenizers import decoders
 
 from bert_jax.tasks import model_setup
 from bert_jax.tokenizers import from_folder as tokenizers_from_folder
+from bert_jax.tokenizers import pairs
 from bert_jax.tokenizers.bpe import RobertaTokenizer
 from bert_jax.tokenizers.spm import AlbertTokenizer
 from bert_jax.tokenizers.wordpiece import BertTokenizer
@@ -184,7 +185,7 @@ def test_stsb_pairs_match_hf(toks, glue, family, max_length):
 
 def test_pair_truncation_rule():
     """HF's longest_first: the longer text keeps the extra token, b on ties."""
-    cut = tokenizers_from_folder.truncate_pair
+    cut = pairs.truncate_pair
     a, b = list(range(10)), list(range(100, 110))
     assert cut(a[:3], b, 8) == (a[:3], b[:5])  # Only the longer is cut.
     assert cut(a, b, 7) == (a[:3], b[:4])  # Tie: b keeps the extra token.
