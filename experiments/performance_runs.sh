@@ -6,7 +6,7 @@
 #
 # `compare` runs only the side-by-side runs behind the CPU targets (10 minutes on Zen 5),
 # what a new machine needs first; `malloc` the before/after pairs of the malloc settings
-# (bert_jax.perf.glibc_malloc); `profile` where the step's time goes; `cpu` runs these and every
+# (bert_jax.cpu_env); `profile` where the step's time goes; `cpu` runs these and every
 # other CPU optimisation's before/after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ if [[ $what == cpu || $what == compare || $what == all ]]; then
   "${bench[@]}" "${minilm[@]}" --mode=infer --compare=hf-torch \
     --label=compare/minilm-classification-infer --variant="packed:data.pack_examples=16"
   # Each framework at its fastest malloc: HF again, with the tunables bert_jax's process
-  # starts with (bert_jax.perf.glibc_malloc; reused buffers speed HF's step too).
+  # starts with (bert_jax.cpu_env; reused buffers speed HF's step too).
   hf_ours=(--compare=hf-torch --hf_malloc=bert_jax)
   "${bench[@]}" "${small[@]}" "${hf_ours[@]}" --label=compare/small-pretraining-train-hf-bert-jax-malloc
   "${bench[@]}" "${small[@]}" --mode=infer "${hf_ours[@]}" \
@@ -70,7 +70,7 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
     --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
   "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
-  # XLA:CPU's dots in oneDNN (bert_jax.perf.xla_cpu_onednn): base without it, the variant
+  # XLA:CPU's dots in oneDNN (bert_jax.cpu_env): base without it, the variant
   # with it as compiler options, alternating in one process.
   onednn="onednn:xla.xla_cpu_use_onednn=true;xla.xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${small[@]}" --label=opt/cpu-onednn --variant="$onednn"

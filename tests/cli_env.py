@@ -6,9 +6,9 @@ number of host devices changes.
 
 `compile_cache=False` is for the long one-off runs (minutes of steps at
 shapes no other test compiles): without the session's cache the CLI makes
-its own CPU choice as a user's run does (bert_jax.perf.xla_cpu_onednn: XLA:CPU's
-dots in oneDNN, which the cache cannot store), so those runs test that path
-and take its faster steps.
+its own CPU choice as a user's run does (bert_jax.cpu_env: XLA:CPU's dots in
+oneDNN, which the cache cannot store), so those runs test that path and take
+its faster steps.
 """
 
 import os

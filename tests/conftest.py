@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bert_jax.perf import glibc_malloc, xla_cpu_onednn
+from bert_jax import cpu_env
 
 # Tests never reach a hub: every reference model is built locally or comes
 # from an installed package.
@@ -21,18 +21,6 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The tests' programs are tiny models run for a few steps, so compiling is most
-# of their XLA time. LLVM at -O1 instead of -O2 compiles a tiny train step in
-# 3.3 s instead of 5.0 s and a MiniLM one in 6.1 s instead of 8.1 s, with the
-# same step times (their matmuls run in the YNNPACK/oneDNN libraries, not in
-# generated code); the whole suite took 1324 s instead of 1390 s. Not a product
-# default: the small pretraining step ran 9% slower at -O1.
-if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=1"
-# The CLIs restart themselves with glibc's malloc tunables (bert_jax.perf.glibc_malloc);
-# the CLI runs the tests start begin that way instead of paying a second start-up each.
-if glibc_malloc.wanted(os.environ):
-    os.environ.update(glibc_malloc.with_tunables(os.environ))
 # Many tests train the same tiny programs, in this process (each `train.run`
 # jits afresh) and in CLI subprocesses, which inherit these variables. XLA's
 # persistent cache compiles each program once per test session; a fresh
@@ -42,13 +30,29 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="bert_jax_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-# The CLIs put XLA:CPU's dots in oneDNN (bert_jax.perf.xla_cpu_onednn), except where
-# the persistent cache is on, which cannot hold those programs: so the tests and
-# the CLI runs they start keep XLA's default dots and their cache. The whole
-# suite also passed with the oneDNN dots (all but two notebooks, whose stored
-# outputs lack the cache's warnings), and tests/test_xla_cpu_onednn.py checks
-# their numbers against the default's.
-xla_cpu_onednn.apply()
+# The CPU settings every CLI starts with (bert_jax.cpu_env), by the CLIs' own
+# rules: the XLA flags for this process and the CLI runs it starts, the malloc
+# tunables for those runs (they start with them instead of restarting each; this
+# process keeps its malloc, as pytest started it).
+os.environ.update(cpu_env.with_malloc_tunables(os.environ))
+cpu_env.set_xla_flags(os.environ)
+# Where the tests differ from a CLI run, for the suite's 20-minute budget on 2
+# cores (compiling is most of the tests' XLA time):
+# - The persistent cache above. A user's process with the cache keeps XLA's
+#   default dots (cpu_env: the cache cannot store oneDNN programs), so this one
+#   does too; the whole suite also passed with oneDNN dots (all but two
+#   notebooks, whose stored outputs lack the cache's warnings), tests/test_cpu_env.py
+#   checks oneDNN's numbers against the default's, and the long CLI runs
+#   (tests/cli_env.py, compile_cache=False) take the oneDNN path. An empty
+#   JAX_COMPILATION_CACHE_DIR= runs tests without the cache, on oneDNN dots
+#   (tests/models/test_bert.py and tests/test_pretrained.py pass that way).
+# - LLVM at -O1 instead of -O2: a tiny train step compiles in 3.3 s instead of
+#   5.0 s, a MiniLM one in 6.1 s instead of 8.1 s, with the same step times
+#   (their matmuls run in YNNPACK/oneDNN, not generated code); the whole suite
+#   took 1324 s instead of 1390 s. Not a CLI default: the small pretraining step
+#   ran 9% slower at -O1.
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=1"
 
 
 # On CI (CI=true) nothing may skip: a missing ../shared/data, checkpoint package

@@ -5,11 +5,12 @@ import os
 import numpy as np
 import pytest
 
+from bert_jax import cpu_env
 from bert_jax.models.bert import config_for_size
-from bert_jax.perf import bench_hf, glibc_malloc
+from bert_jax.perf import bench_hf
 
 OTHER = "glibc.malloc.perturb=0"  # a tunable of the user's (perturb 0 changes nothing)
-OURS = ":".join((OTHER, *glibc_malloc.HUGEPAGES, *glibc_malloc.REUSE))
+OURS = ":".join((OTHER, *cpu_env.HUGEPAGES, *cpu_env.REUSE))
 
 
 def _worker_tunables(malloc: str) -> str:

@@ -12,7 +12,7 @@ and eager mode: what users of HF get.
 `Worker` runs that step in a process of its own, started fresh (spawn),
 by default with glibc's default malloc, as HF users run it
 (`--hf_malloc=bert_jax` gives it bert_jax's tunables instead,
-`bert_jax.perf.glibc_malloc`). In bert_jax's process HF got the huge-page malloc
+`bert_jax.cpu_env`). In bert_jax's process HF got the huge-page malloc
 that process starts with, which slows HF's step (on the family-26 CPU, 5.28 s
 against 4.59 s in a run with the default malloc), so the targets needed two
 runs; with the worker one run gives each framework its own malloc. The
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from bert_jax.perf import glibc_malloc
+from bert_jax import cpu_env
 
 
 def _hf_config(config, num_labels: int):
@@ -143,7 +143,7 @@ def _malloc(malloc: str) -> Iterator[None]:
         raise ValueError(f"malloc must be 'default' or 'bert_jax', not {malloc!r}")
     child = before
     if malloc == "default":
-        child = glibc_malloc.without_tunables(os.environ).get("GLIBC_TUNABLES")
+        child = cpu_env.without_malloc_tunables(os.environ).get("GLIBC_TUNABLES")
     _set_tunables(child)
     try:
         yield

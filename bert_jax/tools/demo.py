@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from bert_jax.perf import glibc_malloc, xla_cpu_onednn
+from bert_jax import cpu_env
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where corpus, data, checkpoints and metrics go.")
@@ -116,7 +116,6 @@ def main(argv):
 
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
-    glibc_malloc.reexec()
-    xla_cpu_onednn.apply()
+    cpu_env.apply()
     logging.set_verbosity(logging.WARNING)
     app.run(main)

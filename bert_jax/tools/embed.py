@@ -78,11 +78,10 @@ from absl import app, flags, logging
 from etils import epath
 from jax.sharding import Mesh
 
-from bert_jax import sharding
+from bert_jax import cpu_env, sharding
 from bert_jax.checkpoints import pretrained
 from bert_jax.data import bad_input, files, progress
 from bert_jax.models.bert import BertModel
-from bert_jax.perf import glibc_malloc, xla_cpu_onednn
 from bert_jax.tokenizers import from_folder as tokenizers_from_folder
 
 POOLINGS = ("mean", "cls", "max")
@@ -453,7 +452,6 @@ def main(argv):
 
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
-    glibc_malloc.reexec()
-    xla_cpu_onednn.apply()
+    cpu_env.apply()
     _define_flags()
     app.run(main)

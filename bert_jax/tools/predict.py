@@ -29,12 +29,11 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from bert_jax import tasks
+from bert_jax import cpu_env, tasks
 from bert_jax.checkpoints import formats as checkpoint_formats
 from bert_jax.checkpoints import pretrained
 from bert_jax.data import bad_input, files, glue, progress
 from bert_jax.metrics import glue as glue_metrics
-from bert_jax.perf import glibc_malloc, xla_cpu_onednn
 
 FLAGS = flags.FLAGS
 
@@ -158,7 +157,6 @@ def main(argv):
 
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
-    glibc_malloc.reexec()
-    xla_cpu_onednn.apply()
+    cpu_env.apply()
     _define_flags()
     app.run(main)
