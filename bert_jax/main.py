@@ -9,12 +9,12 @@ A workdir belongs to one config: rerunning it resumes (or, when finished,
 returns its results) only with the same config; `--allow_config_changes`
 permits the changes in `bert_jax.workdir_config.SAFE_CHANGES`.
 
-On Linux the command restarts itself once, before any work, with glibc's
-malloc on transparent huge pages and reusing freed step buffers
-(`bert_jax.perf.glibc_malloc`; BERT_JAX_MALLOC_HUGEPAGES=0 and BERT_JAX_MALLOC_REUSE=0
-turn each off). On x86-64 it also puts XLA:CPU's
-matrix multiplies in oneDNN (`bert_jax.perf.xla_cpu_onednn`; BERT_JAX_XLA_CPU_ONEDNN=0
-keeps XLA's default).
+Where JAX runs on the CPU the command starts with `bert_jax.cpu_env`'s settings:
+it restarts itself once, before any work, with glibc malloc tunables that reuse
+freed step buffers (BERT_JAX_MALLOC_REUSE=0 turns it off; huge pages instead,
+BERT_JAX_MALLOC_HUGEPAGES=0), and on x86-64 puts XLA:CPU's matrix multiplies in
+oneDNN (BERT_JAX_XLA_CPU_ONEDNN=0 keeps XLA's default). On GPU and TPU hosts it
+changes nothing.
 
 Multi-host (TPU pod slices, several GPU hosts): pass --jax_distributed; on
 TPU VMs and Slurm jax finds the coordinator by itself, elsewhere give
@@ -27,9 +27,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bert_jax import train
+from bert_jax import cpu_env, train
+from bert_jax.configs import overrides
 from bert_jax.data import bad_input
-from bert_jax.perf import glibc_malloc, xla_cpu_onednn
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -68,21 +68,21 @@ def main(argv):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with a bad `--config.<key>` override as one message, no traceback."""
+    """absl's parsing, with a bad `--config.<key>` override as one message, no traceback.
+
+    `--config.key=value` goes through ml_collections' config_flags, the parser
+    `bert_jax.configs.overrides.apply` uses for bench's --set and sweep points.
+    """
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         # config_flags raises these for an unknown key ("Did you mean ...") or a value
         # of the wrong type; the message names the key.
-        why = e
-        while isinstance(why, BaseException) and why.args:  # AttributeError(KeyError(msg))
-            why = why.args[0]
-        why = str(why).replace("\n", ": ")
+        why = overrides.error_text(e)
         sys.exit(f"bert_jax.main: error: a --config override: unknown or bad key {why}")
 
 
 if __name__ == "__main__":
-    glibc_malloc.reexec()  # CPU steps up to 20% faster (docs/performance.md); same PID
-    xla_cpu_onednn.apply()  # CPU dots in oneDNN: steps 7-8% faster (docs/performance.md)
+    cpu_env.apply()  # on the CPU backend: malloc tunables, oneDNN dots (docs/performance.md)
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=_parse_flags)

@@ -34,27 +34,6 @@ DECAYED_LEAVES = ("kernel", "embedding")
 STACKED_KEY = "layers"
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """The BERT pretraining optimizer (paper appendix A.2 and the original optimization.py)."""
-    return ml_collections.ConfigDict(
-        dict(
-            name="adamw",  # one of NAMES
-            learning_rate=1e-4,
-            warmup_steps=10_000,  # run_pretraining.py num_warmup_steps
-            # Fraction of num_train_steps instead (run_classifier.py uses 0.1); at most one of
-            # warmup_steps and warmup_proportion may be nonzero.
-            warmup_proportion=0.0,
-            schedule="linear",  # one of SCHEDULES
-            weight_decay=0.01,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-6,  # optimization.py; optax's default is 1e-8
-            grad_clip_norm=1.0,  # 0 or None: no clipping
-            grad_accum_steps=1,  # microbatches per optimizer step, see accumulate_gradients
-        )
-    )
-
-
 def _warmup_steps(cfg: ml_collections.ConfigDict, num_train_steps: int) -> int:
     steps, proportion = cfg.warmup_steps or 0, cfg.warmup_proportion or 0.0
     if steps and proportion:
@@ -196,7 +175,7 @@ def make_optimizer(
     [LAMB trust ratio] -> times -schedule(step).
 
     Args:
-      cfg: the `optimizer` ConfigDict, see `default_config`.
+      cfg: the `optimizer` ConfigDict (`bert_jax.configs.common.optimizer_config`).
       num_train_steps: optimizer steps in the run.
 
     Returns:

@@ -58,14 +58,6 @@ def axis_rules():
     return nn.logical_axis_rules(LOGICAL_RULES)
 
 
-def traced_platform() -> str:
-    """The platform being traced for: the active mesh's (`activate`; an
-    ahead-of-time compile for a TPU slice traces on a CPU host), else JAX's
-    default backend."""
-    mesh = jax.sharding.get_abstract_mesh()
-    return jax.default_backend() if mesh.empty else mesh.abstract_device.platform
-
-
 @contextlib.contextmanager
 def activate(mesh: Mesh) -> Iterator[Mesh]:
     """The mesh and the rules, for tracing the model: what makes the activations'

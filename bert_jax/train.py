@@ -12,6 +12,7 @@ the same config returns its results without training or writing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import signal
@@ -25,21 +26,48 @@ import numpy as np
 import optax
 from absl import logging
 from etils import epath
-from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import checkpoint, config_checks, flops, optim, sharding, tasks, workdir_config
 from bert_jax.checkpoints import pretrained
 from bert_jax.data import progress
 from bert_jax.metrics_writer import MetricWriter
-from bert_jax.tasks.base import EvalResult, EvalSet, Task
+from bert_jax.tasks.base import EvalResult, EvalSet, FrozenModel, Task
 
 
-class TrainState(struct.PyTreeNode):
+@jax.tree_util.register_pytree_with_keys_class
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """What the step carries from one step to the next.
+
+    `frozen` holds the params of the task's frozen model (`Task.frozen`, e.g. a
+    distillation teacher): placed like `params`, but no gradient, no optimizer
+    state, and never checkpointed (`without_frozen`; it is read again from its
+    own checkpoint at every start). Without one it is None and the state's
+    pytree is just step, params, opt_state and rng, the tree every checkpoint
+    holds (orbax would record even a None field).
+    """
+
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array
+    frozen: Any = None
+
+    replace = dataclasses.replace
+
+    def tree_flatten_with_keys(self):
+        names = ("step", "params", "opt_state", "rng")
+        names += ("frozen",) if self.frozen is not None else ()
+        return [(jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in names], None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+    def without_frozen(self) -> TrainState:
+        """What a checkpoint holds (and `create_state`'s init makes)."""
+        return self.replace(frozen=None)
 
 
 # ----------------------------------------------------------------------------
@@ -130,23 +158,35 @@ def _init_params(model, dummy, rng):
     return model.init({"params": rng}, **dummy)["params"]
 
 
-def plan_state(model, tx, dummy, mesh, rng):
-    """(abstract state, state shardings); nothing is allocated."""
+def plan_state(model, tx, dummy, mesh, rng, frozen: FrozenModel | None = None):
+    """(abstract state, state shardings); nothing is allocated.
+
+    The params of `frozen` (`Task.frozen`) get the same logical-axis rules as
+    the trained params.
+    """
     boxed = jax.eval_shape(functools.partial(_init_params, model, dummy), rng)
     param_sh = sharding.params_sharding(boxed, mesh)
     params = sharding.unboxed(boxed)
+    frozen_abstract, frozen_sh = None, None
+    if frozen is not None:
+        fboxed = jax.eval_shape(functools.partial(_init_params, frozen.module, frozen.inputs), rng)
+        frozen_sh = sharding.params_sharding(fboxed, mesh)
+        frozen_abstract = jax.tree.map(
+            lambda p: jax.ShapeDtypeStruct(np.shape(p), p.dtype), frozen.params
+        )
     abstract_opt = jax.eval_shape(tx.init, params)
     replicated = NamedSharding(mesh, PartitionSpec())
     # Optimizer moments mirror the params; counters are replicated.
     opt_sh = optax.tree_map_params(
         tx, lambda _, s: s, abstract_opt, param_sh, transform_non_params=lambda _: replicated
     )
-    shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated)
+    shardings = TrainState(replicated, param_sh, opt_sh, replicated, frozen_sh)
     abstract = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
         params=params,
         opt_state=abstract_opt,
         rng=jax.eval_shape(lambda r: r, rng),
+        frozen=frozen_abstract,
     )
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
@@ -155,28 +195,24 @@ def plan_state(model, tx, dummy, mesh, rng):
 
 
 def create_state(model, tx, dummy, shardings, rng) -> TrainState:
+    """A fresh state, made already sharded; `frozen` is left for `with_frozen`."""
+
     def init(rng):
         init_rng, state_rng = jax.random.split(rng)
         params = sharding.unboxed(_init_params(model, dummy, init_rng))
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng)
 
-    return jax.jit(init, out_shardings=shardings)(rng)
+    return jax.jit(init, out_shardings=shardings.without_frozen())(rng)
 
 
-def place_frozen(task: Task, mesh, rng):
-    """(params, shardings) of a task's frozen second model (a distillation teacher,
-    `task.frozen()` -> (model, inputs, params)); (None, None) for other tasks.
+def with_frozen(state: TrainState, frozen: FrozenModel | None, shardings) -> TrainState:
+    """`state` with `frozen`'s params (`Task.frozen`) placed as `plan_state` planned.
 
-    Sharded by the same logical rules as the trained params (planned with
-    `jax.eval_shape`); never trained: no gradient, no optimizer state, not in
-    checkpoints (a resumed run reads them again).
+    They come from the frozen model's own checkpoint at every start, fresh or
+    resumed: the run's checkpoints never hold them.
     """
-    if not hasattr(task, "frozen"):
-        return None, None
-    fmodel, inputs, params = task.frozen()
-    boxed = jax.eval_shape(functools.partial(_init_params, fmodel, inputs), rng)
-    shardings = sharding.params_sharding(boxed, mesh)
-    return jax.device_put(params, shardings), shardings
+    params = None if frozen is None else frozen.params
+    return state.replace(frozen=jax.device_put(params, shardings.frozen))
 
 
 def load_pretrained(
@@ -200,7 +236,6 @@ def load_pretrained(
 def train_step(
     state: TrainState,
     batch,
-    frozen=None,
     *,
     model,
     task,
@@ -218,8 +253,8 @@ def train_step(
             deterministic=False,
             rngs={"dropout": rng},
         )
-        if frozen is not None:  # a distillation teacher's outputs join the microbatch
-            micro = {**micro, **task.frozen_outputs(frozen, micro)}
+        # What the task's frozen model (a distillation teacher) adds; most add nothing.
+        micro = {**micro, **task.frozen_outputs(state.frozen, micro)}
         return task.loss(out, micro)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -261,15 +296,12 @@ def jit_train_step(
     accum: int,
     state_sh,
     batch_sh,
-    frozen_sh=None,
     skip_nonfinite: bool = False,
 ):
     """`train_step` as the trainer runs it: sharded in and out, the state donated.
 
-    With `frozen_sh` (`place_frozen`) the step takes the frozen params third.
     Also what `bert_jax.perf.bench` times and `bert_jax.perf.aot` compiles for a TPU slice.
     """
-    in_sh = (state_sh, batch_sh) if frozen_sh is None else (state_sh, batch_sh, frozen_sh)
     step = functools.partial(
         train_step,
         model=model,
@@ -281,7 +313,7 @@ def jit_train_step(
     )
     return jax.jit(
         step,
-        in_shardings=in_sh,
+        in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, None),
         donate_argnums=0,
     )
@@ -467,10 +499,11 @@ def run(
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
-        abstract, state_sh = plan_state(model, tx, dummy, mesh, rng)
+        frozen = task.frozen()  # a model trained against, never trained; mostly None
+        abstract, state_sh = plan_state(model, tx, dummy, mesh, rng, frozen)
         if resumed is not None:
             # The newest usable checkpoint: damaged ones are logged and set aside.
-            resumed, state, data_states = ckpt.restore_latest(abstract)
+            resumed, state, data_states = ckpt.restore_latest(abstract.without_frozen())
             # Every host's state was saved; each source takes its own part
             # (a data shard may have moved host if the host count changed).
             train_source.set_state({k: v for d in data_states for k, v in d.items()})
@@ -479,9 +512,9 @@ def run(
             state = create_state(model, tx, dummy, state_sh, rng)
             if config.init_checkpoint:
                 state = load_pretrained(state, config.init_checkpoint, state_sh, model.config)
-            if hasattr(task, "initial_params"):  # e.g. a student from its teacher's layers
-                params = task.initial_params(state.params)
-                state = state.replace(params=jax.device_put(params, state_sh.params))
+            params = task.initial_params(state.params)  # e.g. a student from teacher layers
+            state = state.replace(params=jax.device_put(params, state_sh.params))
+        state = with_frozen(state, frozen, state_sh)
         finished = workdir_config.finished_metrics(wd, resumed, config.num_train_steps)
         if finished is not None:
             logging.info("%s finished at step %d: nothing to do", workdir, resumed)
@@ -493,11 +526,9 @@ def run(
 
         # --- Compiled functions ------------------------------------------
         accum = config.optimizer.grad_accum_steps
-        frozen, frozen_sh = place_frozen(task, mesh, rng)
-        frozen_args = () if frozen is None else (frozen,)
         skip = config.get("skip_nonfinite_updates", False)
         step_fn = jit_train_step(
-            model, task, tx, schedule, accum, state_sh, batch_sh, frozen_sh, skip_nonfinite=skip
+            model, task, tx, schedule, accum, state_sh, batch_sh, skip_nonfinite=skip
         )
         eval_fn = jit_eval_step(model, task, state_sh, batch_sh)
 
@@ -515,7 +546,7 @@ def run(
 
         def save(step, metrics=None, force=False):
             data_states = gather_data_states(train_source.get_state())
-            ckpt.save(step, state, data_states, metrics=metrics, force=force)
+            ckpt.save(step, state.without_frozen(), data_states, metrics=metrics, force=force)
 
         # --- Loop --------------------------------------------------------
         first = step = int(state.step)
@@ -537,7 +568,7 @@ def run(
                 local = next(it)
                 check_token_ids(local, mc, f"the batch of step {step + 1}")
                 batch = global_batch(local, batch_sh)
-                state, metrics = step_fn(state, batch, *frozen_args)
+                state, metrics = step_fn(state, batch)
                 step += 1
                 bar.update()
                 pending.append(metrics)

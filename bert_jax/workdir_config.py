@@ -129,6 +129,30 @@ ADDED_KEYS = {
 }
 
 
+# Keys removed since workdirs were first written (their stored config.json
+# still has them): a run resumes without them, with a warning (for model
+# fields, BertConfig.REMOVED_FIELDS says what replaced them).
+REMOVED_KEYS = {
+    "model.dropout_mask_bits": "dropout is flax's nn.Dropout on every platform",
+}
+
+
+def _without_removed(diff: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """`diff` less the REMOVED_KEYS the new config lacks, each logged."""
+    out = {}
+    for k, (old, new) in diff.items():
+        if k in REMOVED_KEYS and new == ABSENT:
+            logging.warning(
+                "stored config key %s=%r no longer exists and is ignored (%s)",
+                k,
+                old,
+                REMOVED_KEYS[k],
+            )
+        else:
+            out[k] = (old, new)
+    return out
+
+
 def holds_run(wd: epath.Path, latest_step: int | None) -> bool:
     return latest_step is not None or (wd / "results.json").exists()
 
@@ -150,6 +174,7 @@ def check_resume(
         return {}
     diff = differences(json.loads(path.read_text()), as_json(config))
     diff = {k: v for k, v in diff.items() if not (k in ADDED_KEYS and v == (ABSENT, ADDED_KEYS[k]))}
+    diff = _without_removed(diff)
     if not diff:
         return {}
     shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())

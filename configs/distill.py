@@ -7,6 +7,12 @@ on masked-LM records with the teacher's soft targets:
     python -m bert_jax.main --config=configs/distill.py:teacher=/ckpt/bert-base-uncased \
         --workdir=runs/distil-base --config.data.train_files='data/seq128-*.tfrecord'
 
+Whether it fits a TPU slice, compiled here with the teacher in the step
+(`bert_jax.perf.aot`; the teacher checkpoint gives its shapes):
+
+    python -m bert_jax.perf.aot --config=configs/distill.py:teacher=/ckpt/bert-base-uncased \
+        --topology=v5p-8
+
 Task-specific distillation: the teacher is a fine-tuned classification
 workdir (here SST-2); the student starts from its layers, or from a
 general-distilled student (`--config.distill.student_layers='()'

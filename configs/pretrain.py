@@ -68,6 +68,9 @@ def get_config(arg: str | None = None):
     c = common.base_config()
     c.task = "pretraining"
     c.model.size = size
+    # bf16 compute with fp32 parameters and optimizer state, on every platform
+    # (what TPU pretraining runs; the matmuls take bf16 inputs at full rate).
+    c.model.dtype, c.model.param_dtype = "bfloat16", "float32"
     c.nsp = True  # NSP head and loss; False for RoBERTa-style MLM only
     c.masked_lm_prob = 0.15  # dynamic masking only; static records carry their masks
     c.whole_word_mask = False

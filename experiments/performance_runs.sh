@@ -76,12 +76,7 @@ if [[ $what == cpu || $what == all ]]; then
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${small[@]}" --label=opt/cpu-onednn --variant="$onednn"
   BERT_JAX_XLA_CPU_ONEDNN=0 "${bench[@]}" "${minilm[@]}" --label=opt/cpu-onednn-classification \
     --variant="$onednn"
-  # Dropout masks: flax's nn.Dropout (32) before, models/dropout.py's 16-bit masks after.
-  "${bench[@]}" "${small[@]}" --set=model.dropout_mask_bits=32 --label=opt/dropout-masks \
-    --variant="mask16:model.dropout_mask_bits=16"
-  "${bench[@]}" "${minilm[@]}" --set=model.dropout_mask_bits=32 \
-    --label=opt/dropout-masks-classification --variant="mask16:model.dropout_mask_bits=16"
-  # Changes to the code, not the config: "before" runs at the commit before each change,
+  # Changes to the code, not the config: "before" runs at a commit before the change,
   # in a temporary worktree that records to this tree's docs/results.
   at_commit() {  # at_commit COMMIT CMD...
     local tree
@@ -92,18 +87,11 @@ if [[ $what == cpu || $what == all ]]; then
     (cd "$tree" && "${@:2}")
     git worktree remove --force "$tree"
   }
-  # Dense layers on rows (models/bert.py _RowsDense, commit 078b1ba).
-  at_commit 00d0ddc "${bench[@]}" "${small[@]}" --label=opt/dense-rows
-  at_commit 078b1ba "${bench[@]}" "${small[@]}" --label=opt/dense-rows --name=rows
-  # The MLM decoder and loss vocabulary-major (models/heads.py MlmHead, tasks/pretraining.py).
-  at_commit 078b1ba "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major
-  "${bench[@]}" "${small[@]}" --label=opt/mlm-vocab-major --name=vocab-major
-  # The dropout masks' bytes computed once, behind a conditional (models/dropout.py keep_mask).
-  at_commit 1b0a5ee "${bench[@]}" "${small[@]}" --label=opt/dropout-mask-once
-  at_commit 9ba6919 "${bench[@]}" "${small[@]}" --label=opt/dropout-mask-once --name=mask-once
-  at_commit 1b0a5ee "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification
-  at_commit 9ba6919 "${bench[@]}" "${minilm[@]}" --label=opt/dropout-mask-once-classification \
-    --name=mask-once
+  # One model on every platform: the CPU-only paths of the model (dense layers on rows,
+  # 16-bit dropout masks, vocabulary-major MLM logits) before, their removal after; HF
+  # side by side in both, so the ratio is the number to compare.
+  at_commit 523a01d "${bench[@]}" "${small[@]}" --compare=hf-torch --label=opt/one-bert
+  "${bench[@]}" "${small[@]}" --compare=hf-torch --label=opt/one-bert --name=one-bert
 fi
 
 if [[ $what == cpu || $what == profile || $what == all ]]; then
@@ -128,7 +116,9 @@ if [[ $what == aot || $what == all ]]; then
   base=(python -m bert_jax.perf.aot --config=configs/pretrain.py:model=base --record="$aot")
   bf16=(--config.model.dtype=bfloat16)
   splash=(--config.model.attention_dropout=0.0 --config.model.attention_impl=splash)
-  "${base[@]}" --topology=v5p-8 --label=base-128
+  # The default config (bf16 compute, attention chosen by the trainer), then fp32.
+  "${base[@]}" --topology=v5p-8 --label=base-128-default
+  "${base[@]}" --topology=v5p-8 --config.model.dtype=float32 --label=base-128
   "${base[@]}" --topology=v5p-8 "${bf16[@]}" --label=base-128-bf16
   "${base[@]}" --topology=v5p-8 "${bf16[@]}" --config.model.attention_dropout=0.0 \
     --label=base-128-bf16-noattndrop

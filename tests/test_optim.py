@@ -11,13 +11,15 @@ import optax
 import pytest
 
 from bert_jax import optim
-from bert_jax.models.bert import config_for_size, stack_layers
+from bert_jax.checkpoints.layout import stack_layers
+from bert_jax.configs import common
+from bert_jax.models.bert import config_for_size
 from bert_jax.models.heads import BertForPreTraining
 from tests.numerics import assert_close
 
 
 def _cfg(**overrides):
-    cfg = optim.default_config()
+    cfg = common.optimizer_config()
     cfg.update(overrides)
     return cfg
 

@@ -114,6 +114,27 @@ def test_aot_compiles_tiny_for_a_v5p_slice(tmp_path):
     assert json.loads(record.read_text())["slice"] == "v5p-8"
 
 
+def test_aot_compiles_a_distillation_step_with_its_teacher(tmp_path):
+    """configs/distill.py: the teacher (`Task.frozen`) is planned and sharded like the
+    student's params and compiled into the step."""
+    import jax
+
+    from bert_jax import sharding
+    from bert_jax.checkpoints import pretrained
+    from bert_jax.models.heads import BertForPreTraining
+
+    teacher = BertForPreTraining(config_for_size("tiny", num_layers=2, vocab_size=8000))
+    ids = np.zeros((1, 8), np.int32)
+    params = teacher.init(jax.random.key(0), ids, ids, ids, masked_positions=ids[:, :2])
+    pretrained.save(tmp_path / "teacher", teacher, sharding.unboxed(params["params"]))
+    r, text = _run(
+        "bert_jax.perf.aot", f"--config=configs/distill.py:tiny,teacher={tmp_path / 'teacher'}",
+        "--topology=v5p-8",
+    )  # fmt: skip
+    assert r["fits"] and r["frozen_model"]["num_layers"] == 2 and r["model"]["num_layers"] == 1
+    assert "frozen model (teacher)" in text and r["memory_argument_bytes"] > 0
+
+
 def test_aot_says_what_does_not_fit():
     r, text = _run(
         "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny", "--topology=v5e-1",

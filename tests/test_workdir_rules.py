@@ -52,7 +52,6 @@ def test_every_model_field_and_the_step_count_override_from_the_command_line():
     fields = {k: values[t] for k, t in common.MODEL_FIELDS.items()}
     fields["hidden_size"], fields["num_heads"], fields["intermediate_size"] = 48, 3, 96
     fields["attention_impl"] = "xla"  # one of its allowed values
-    fields["dropout_mask_bits"] = 32  # 16 or 32
     argv = [f"--config={REPO / 'configs/glue.py'}:task=sst2,model=tiny"]
     argv += [f"--config.model.{k}={v}" for k, v in fields.items()]
     argv += ["--config.num_train_steps=2"]
@@ -62,7 +61,6 @@ def test_every_model_field_and_the_step_count_override_from_the_command_line():
     assert c.num_train_steps == 2
     built = model_config(c)
     assert (built.hidden_dropout, built.num_layers, built.hidden_act) == (0.25, 3, "relu")
-    assert built.dropout_mask_bits == 32
     # Unset fields stay None and come from the size.
     plain = _parse([f"--config={REPO / 'configs/glue.py'}:task=sst2,model=tiny"])
     assert plain.model.hidden_dropout is None and model_config(plain).hidden_dropout == 0.1

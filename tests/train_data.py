@@ -93,6 +93,8 @@ def tiny_config(records, **overrides):
     c = configs.load(PRETRAIN_CONFIG + ":tiny")
     c.data.train_files = records["train_files"]
     c.model.vocab_size = 30522  # the records' ids are bert-base-uncased ones
+    # fp32 (the config's default is bf16): meshes and processes are compared exactly.
+    c.model.dtype = "float32"
     # No held-out set (and no eval compile) unless a test asks for one.
     c.data.eval_files = ""
     c.max_seq_length, c.max_predictions_per_seq = 32, 5

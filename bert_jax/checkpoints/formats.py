@@ -35,13 +35,8 @@ from etils import epath
 
 from bert_jax import sharding
 from bert_jax.checkpoints import names as names
-from bert_jax.models.bert import (
-    BertConfig,
-    BertModel,
-    pad_vocab,
-    stack_layers,
-    unstack_layers,
-)
+from bert_jax.checkpoints.layout import pad_vocab, stack_layers, unstack_layers
+from bert_jax.models.bert import BertConfig, BertModel
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,

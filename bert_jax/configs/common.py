@@ -15,34 +15,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax import optim
-from bert_jax.models.bert import SIZES
-
-# BertConfig fields a config may set on top of model.size, with their types.
-MODEL_FIELDS = {
-    "vocab_size": int,
-    "hidden_size": int,
-    "num_layers": int,
-    "num_heads": int,
-    "intermediate_size": int,
-    "hidden_act": str,
-    "max_position_embeddings": int,
-    "type_vocab_size": int,
-    "hidden_dropout": float,
-    "attention_dropout": float,
-    "initializer_range": float,
-    "layer_norm_eps": float,
-    "vocab_pad_multiple": int,
-    "attention_impl": str,
-    # The BERT family's options (models/bert.py BertConfig: ALBERT, RoBERTa, DistilBERT).
-    "embedding_size": int,
-    "share_layers": bool,
-    "position_offset": int,
-    "use_token_type_embeddings": bool,
-    "use_pooler": bool,
-    "classifier_dropout": float,
-    "dropout_mask_bits": int,
-}
+from bert_jax.configs.model import MODEL_FIELDS, SIZES
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -96,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dcn_mesh_shape = (1, 1, 1)  # slices per axis, multi-slice TPU jobs
     c.init_checkpoint = ""  # any format bert_jax.checkpoints.pretrained.load reads
     c.max_seq_length = 128
-    # A size from bert_jax.models.bert.SIZES; a field left None comes from it
+    # A size from SIZES (bert_jax/configs/model.py); a field left None comes from it
     # (or from init_checkpoint). One placeholder per field: a shared one would
     # tie the fields together.
     c.model = ml_collections.ConfigDict(
@@ -109,6 +82,28 @@ def base_config() -> ml_collections.ConfigDict:
             remat_policy="none",
         )
     )
-    c.optimizer = optim.default_config()
+    c.optimizer = optimizer_config()
     c.data = ml_collections.ConfigDict()
     return c
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+    """The BERT pretraining optimizer (paper appendix A.2 and the original optimization.py);
+    what the keys mean: `bert_jax.optim.make_optimizer`."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="adamw",  # one of bert_jax.optim.NAMES
+            learning_rate=1e-4,
+            warmup_steps=10_000,  # run_pretraining.py num_warmup_steps
+            # Fraction of num_train_steps instead (run_classifier.py uses 0.1); at most one of
+            # warmup_steps and warmup_proportion may be nonzero.
+            warmup_proportion=0.0,
+            schedule="linear",  # one of bert_jax.optim.SCHEDULES
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,  # optimization.py; optax's default is 1e-8
+            grad_clip_norm=1.0,  # 0 or None: no clipping
+            grad_accum_steps=1,  # microbatches per step: optim.accumulate_gradients
+        )
+    )

@@ -54,6 +54,7 @@ from typing import Any
 from absl import app, flags, logging
 from etils import epath
 
+from bert_jax.configs import overrides as config_overrides
 from bert_jax.data import files
 
 # ----------------------------------------------------------------------------
@@ -115,22 +116,14 @@ def load_sweep(spec: str) -> list[dict[str, Any]]:
     return [dict(p) for p in points]
 
 
-def _format(value: Any) -> str:
-    """A value as config_flags parses it back from `--config.key=VALUE`."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        value = tuple(value)
-    return repr(value)
-
-
 _SAFE = re.compile(r"[A-Za-z0-9_.=+\-]+")
 
 
 def point_name(overrides: Mapping[str, Any]) -> str:
     """`key=value,key=value` in the point's order; with a hash of the overrides when
     a value holds characters a directory name should not (or the name is long)."""
-    name = ",".join(f"{k}={_format(v)}" for k, v in overrides.items()) or "default"
+    text = config_overrides.format_value
+    name = ",".join(f"{k}={text(v)}" for k, v in overrides.items()) or "default"
     parts = name.split(",")
     if all(_SAFE.fullmatch(p) for p in parts) and len(name) <= 150:
         return name
@@ -140,23 +133,10 @@ def point_name(overrides: Mapping[str, Any]) -> str:
 
 
 def check_point(config, overrides: Mapping[str, Any], where: str) -> None:
-    """Applies `overrides` to a copy of the (locked) config: unknown keys and wrong
-    types raise a ValueError naming `where` and the key."""
-    c = config.copy_and_resolve_references()
-    c.lock()
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = c
-        try:
-            for p in parents:
-                node = node[p]
-            if leaf not in node:
-                raise KeyError(leaf)
-            node[leaf] = tuple(value) if isinstance(value, list) else value
-        except (KeyError, AttributeError) as e:
-            raise ValueError(f"{where}: unknown config key {key!r}") from e
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: config key {key!r} = {value!r}: {e}") from e
+    """Applies `overrides` to a copy of the config as `bert_jax.main` will (the
+    `--config.key=value` text of `main_argv`, `bert_jax.configs.overrides`):
+    unknown keys and wrong types raise a ValueError naming `where` and the key."""
+    config_overrides.apply(config, overrides, where)
 
 
 def plan(
@@ -181,7 +161,8 @@ def main_argv(
 ) -> list[str]:
     """The trainer command of one point, as an argv list (no shell)."""
     argv = [python, "-m", "bert_jax.main", f"--config={config_spec}", f"--workdir={workdir}"]
-    return argv + [f"--config.{k}={_format(v)}" for k, v in overrides.items()]
+    text = config_overrides.format_value
+    return argv + [f"--config.{k}={text(v)}" for k, v in overrides.items()]
 
 
 # ----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.models.bert import ACTIVATIONS, BertConfig, BertModel, _dense, _layer_norm
-from bert_jax.models.dropout import Dropout
+from bert_jax.models.bert import BertConfig, BertModel
+from bert_jax.models.layers import ACTIVATIONS, dense, layer_norm, param
 from bert_jax.sharding import CLASSES, EMBED, EMBED_OUT, VOCAB
 
 
@@ -25,11 +25,11 @@ def gather_positions(sequence, positions):
 class MlmHead(nn.Module):
     """Masked-LM head: dense + activation + LayerNorm, then the tied decoder.
 
-    The decoder reuses the word-embedding table (passed in as
-    `attend_vocab_major`, rows -> (vocab, rows) logits) and
-    has its own output bias, as `cls/predictions` in the original
-    `run_pretraining.py`. The same math is HF's RoBERTa `lm_head`, DistilBERT's
-    vocab_transform/vocab_layer_norm/vocab_projector and ALBERT's
+    The decoder reuses the word-embedding table (passed in as `attend`,
+    (..., E) -> (..., padded vocab) logits) and has its own output bias, as
+    `cls/predictions` in the original `run_pretraining.py`. The same math is
+    HF's RoBERTa `lm_head`, DistilBERT's vocab_transform/vocab_layer_norm/
+    vocab_projector and ALBERT's
     `predictions`, whose dense maps hidden_size down to embedding_size (the
     width of the tied table; Lan et al. 2020, section 3.1).
     """
@@ -37,28 +37,21 @@ class MlmHead(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, attend_vocab_major):
+    def __call__(self, x, attend):
         cfg = self.config
         width = cfg.embedding_width
-        x = _dense(cfg, width, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
-        x = _layer_norm(cfg, name="layer_norm")(ACTIVATIONS[cfg.hidden_act](x))
+        x = dense(cfg, width, (EMBED, EMBED_OUT), (EMBED_OUT,), name="transform")(x)
+        x = layer_norm(cfg, name="layer_norm")(ACTIVATIONS[cfg.hidden_act](x))
         bias = self.param(
             "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)),
+            param(nn.initializers.zeros, (VOCAB,)),
             (cfg.padded_vocab_size,),
             cfg.storage_dtype,
         )
         # Logits in fp32 for a stable softmax cross-entropy under bf16 compute;
-        # the padding rows' columns (vocab_pad_multiple) are dropped. They are
-        # computed vocabulary-major, (V, rows), and returned (..., V): a loss
-        # that moves the vocabulary first again (tasks/pretraining.py) gets XLA's
-        # two transposes cancelled, and on XLA:CPU the decoder's three matmuls
-        # and the softmax are faster that way (docs/performance.md,
-        # "mlm-vocab-major").
-        lead = x.shape[:-1]
-        logits = attend_vocab_major(x.reshape(-1, width)).astype(jnp.float32)
-        logits = logits + bias.astype(jnp.float32)[:, None]
-        return logits[: cfg.vocab_size].T.reshape(*lead, cfg.vocab_size)
+        # the padding rows' columns (vocab_pad_multiple) are dropped.
+        logits = attend(x).astype(jnp.float32) + bias.astype(jnp.float32)
+        return logits[..., : cfg.vocab_size]
 
 
 # Classifier.hidden_act values: the activation of a hidden dense before the
@@ -91,13 +84,13 @@ class Classifier(nn.Module):
         rate = cfg.hidden_dropout if cfg.classifier_dropout is None else cfg.classifier_dropout
         if self.hidden_act:
             if self.dropout and self.hidden_act == "tanh":
-                x = Dropout(rate, cfg.dropout_mask_bits)(x, deterministic=deterministic)
-            hidden = _dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="hidden")
+                x = nn.Dropout(rate)(x, deterministic=deterministic)
+            hidden = dense(cfg, cfg.hidden_size, (EMBED, EMBED_OUT), (EMBED_OUT,), name="hidden")
             x = HIDDEN_ACTS[self.hidden_act](hidden(x))
         if self.dropout:
-            x = Dropout(rate, cfg.dropout_mask_bits)(x, deterministic=deterministic)
-        dense = _dense(cfg, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
-        return dense(x).astype(jnp.float32)
+            x = nn.Dropout(rate)(x, deterministic=deterministic)
+        out = dense(cfg, self.num_outputs, (EMBED, CLASSES), (CLASSES,), name="dense")
+        return out(x).astype(jnp.float32)
 
 
 def _encoder_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +135,7 @@ class BertForPreTraining(nn.Module):
         seq = out["sequence_output"]
         if masked_positions is not None:
             seq = gather_positions(seq, masked_positions)
-        out["mlm_logits"] = self.mlm(seq, self.bert.attend_vocab_major)
+        out["mlm_logits"] = self.mlm(seq, self.bert.attend)
         if self.nsp:
             out["nsp_logits"] = self.nsp_head(out["pooled_output"])
         return out

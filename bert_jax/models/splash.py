@@ -9,7 +9,8 @@ attention dropout, so BertConfig asks for `attention_dropout=0` with it.
 The kernel takes one example, (heads, length, head_dim): it is vmapped over
 the batch. Under an active mesh (`sharding.activate`) it runs inside
 `jax.shard_map` over the batch and heads axes of the rules table (a Pallas
-kernel cannot be partitioned by XLA). `interpret=True` runs the same kernel
+kernel cannot be partitioned by XLA). `interpret=True` (attention_impl
+"splash_interpret") runs the same kernel
 through the Pallas interpreter on any backend (the tests compare it with the
 XLA path on CPU).
 """

@@ -108,13 +108,16 @@ def compile_for_slice(config, slice_name: str) -> dict:
     from jax.experimental import topologies
 
     from bert_jax import flops, optim, sharding, tasks, train
+    from bert_jax.tasks import model_setup
 
     spec = SLICES[slice_name]
     devices = topologies.get_topology_desc(
         topology_name=spec.topology, platform="tpu", chips_per_host_bounds=spec.chips_per_host
     ).devices
     task = tasks.get(config)
+    # attention_impl "" (auto) resolved as the trainer would on the slice, not on this host.
     model = task.model()
+    model = model.clone(config=model_setup.with_attention_impl(model.config, config, "tpu"))
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
     train.check_config(config, mesh, model)
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps or 1000)
@@ -125,10 +128,12 @@ def compile_for_slice(config, slice_name: str) -> dict:
         for k, v in dummy_batch.items()
     }
     # Concrete values first: under the slice's mesh an eager op would run on its
-    # devices, which exist only as a description here.
+    # devices, which exist only as a description here. A task's frozen model (a
+    # distillation teacher) is read from its checkpoint, for its shapes.
     dummy, rng = task.model_inputs(dummy_batch), train.seed_key(config)
+    frozen = task.frozen()
     with sharding.activate(mesh):
-        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, rng)
+        abstract, state_sh = train.plan_state(model, tx, dummy, mesh, rng, frozen)
         step = train.jit_train_step(
             model, task, tx, schedule, config.optimizer.grad_accum_steps, state_sh, batch_sh
         )
@@ -143,7 +148,9 @@ def compile_for_slice(config, slice_name: str) -> dict:
         "chips": len(devices),
         "device": devices[0].device_kind,
         "mesh": dict(zip(mesh.axis_names, (int(n) for n in mesh.devices.shape), strict=True)),
-        "model": {k: getattr(model.config, k) for k in ("num_layers", "hidden_size", "dtype")},
+        "model": _shape(model),
+        # A distillation teacher (its forward pass is not in the analytical FLOPs).
+        "frozen_model": _shape(frozen.module) if frozen else None,
         "scan_layers": model.config.scan_layers,
         "remat_policy": model.config.remat_policy,
         "batch": config.train_batch_size,
@@ -195,6 +202,10 @@ def compile_for_slice(config, slice_name: str) -> dict:
     return report
 
 
+def _shape(model) -> dict:
+    return {k: getattr(model.config, k) for k in ("num_layers", "hidden_size", "dtype")}
+
+
 def _full_batch(dummy_batch, config):
     """Full rows of the global batch's shapes, for the analytical FLOPs (every token real)."""
     import numpy as np
@@ -217,6 +228,8 @@ def main(argv):
         f"batch {r['batch']} x {r['seq']}, {r['model']}, scan {r['scan_layers']}, "
         f"remat {r['remat_policy']}"
     )
+    if r["frozen_model"]:
+        print(f"  frozen model (teacher), in the step beside the trained one: {r['frozen_model']}")
     if r.get("pallas_kernels"):
         print(f"  Pallas (Mosaic) kernels in the compiled step: {r['pallas_kernels']}")
     if "memory_total_bytes" in r:

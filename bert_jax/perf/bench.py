@@ -31,7 +31,6 @@ turns into docs/performance.md.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import platform
@@ -44,10 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from bert_jax import configs, flops, optim, sharding, tasks, train
+from bert_jax import configs, cpu_env, flops, optim, sharding, tasks, train
+from bert_jax.configs import overrides as config_overrides
 from bert_jax.data import pack_examples
-from bert_jax.models import dropout
-from bert_jax.perf import bench_inputs, glibc_malloc, records, xla_cpu_onednn
+from bert_jax.perf import bench_inputs, records
 from bert_jax.perf import profile as bench_profile
 
 FLAGS = flags.FLAGS
@@ -67,7 +66,7 @@ def _define_flags() -> None:
         "default",
         ["default", "bert_jax"],
         "HF's process: glibc's default malloc (as HF users run it), or the tunables "
-        "bert_jax's process starts with (bert_jax.perf.glibc_malloc): each at its fastest.",
+        "bert_jax's process starts with (bert_jax.cpu_env): each at its fastest.",
     )
     flags.DEFINE_integer("steps", 10, "Timed steps per round and framework.")
     flags.DEFINE_integer("rounds", 3, "Alternating rounds (bert_jax, then HF).")
@@ -131,18 +130,16 @@ def _compiler_options(assignments) -> tuple[list[str], dict]:
     return rest, options
 
 
-def _override(config, assignments) -> None:
-    for item in assignments:
-        key, _, text = item.partition("=")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        node, *path = key.split(".")
-        target = config
-        for k in [node, *path][:-1]:
-            target = target[k]
-        target[key.split(".")[-1]] = value
+def _override(config, assignments: list[str], where: str = "--set"):
+    """`config` with `key=value` items applied as `--config.key=value` would be."""
+    bad = [item for item in assignments if "=" not in item]
+    if bad:
+        raise app.UsageError(f"{where}: {bad[0]!r} is not key=value")
+    pairs = dict(item.split("=", 1) for item in assignments)
+    try:
+        return config_overrides.apply(config, pairs, where)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
 
 
 def build_config(task: str, model: str, batch: int, seq: int, dtype: str, predictions: int):
@@ -267,7 +264,7 @@ def _inputs(config, f):
 def _config_and_batch(f):
     """The flags' config (with --set) and the host batch it is timed on."""
     config = build_config(f.task, f.model, f.batch, f.seq, f.dtype, f.predictions)
-    _override(config, f.set)
+    config = _override(config, f.set)
     local, vocab = _inputs(config, f)
     config.model.vocab_size = vocab
     return config, local
@@ -294,9 +291,8 @@ def run(argv_command: str) -> list[dict]:
         peak, peak_source = measured_matmul_flops(f.dtype), "measured matmul"
     runs = []
     for name, assignments in _variants(f.variant, f.name):
-        c = config.copy_and_resolve_references()
         config_assignments, options = _compiler_options(assignments)
-        _override(c, config_assignments)
+        c = _override(config, config_assignments, f"--variant {name}")  # a copy
         runs.append((name, assignments, *jax_step(c, f.mode, local, options)))
     hf_step = None
     if f.compare:
@@ -364,14 +360,11 @@ def run(argv_command: str) -> list[dict]:
             "jax": jax.__version__,
             "python": platform.python_version(),
             "command": argv_command,
-            # Read once at start; bert_jax.perf.glibc_malloc sets it (CPU step time).
+            # Read once at start; bert_jax.cpu_env sets it (CPU step time).
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-            # Where this run's CPU dots ran (bert_jax.perf.xla_cpu_onednn; an xla. variant
+            # Where this run's CPU dots ran (bert_jax.cpu_env; an xla. variant
             # overrides it for its own compile).
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            # models/dropout.py: 16-bit masks, or 32 (flax's nn.Dropout, every
-            # record before the field); the config's 0 as resolved on this device.
-            "dropout_mask_bits": dropout.mask_bits_for(model_config.dropout_mask_bits),
         }
         if f.profile:
             result["profile"] = bench_profile.profile(step, compiled.as_text())
@@ -392,7 +385,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     command = "python -m bert_jax.perf.bench " + " ".join(sys.argv[1:])
-    for opt_out in (*glibc_malloc.SETTINGS, xla_cpu_onednn.OPT_OUT):
+    for opt_out in cpu_env.OPT_OUTS:
         if os.environ.get(opt_out) == "0":
             command = f"{opt_out}=0 {command}"
     if FLAGS.save_batch:
@@ -442,7 +435,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    glibc_malloc.reexec()  # as `python -m bert_jax.main` runs: timed as users train
-    xla_cpu_onednn.apply()
+    cpu_env.apply()  # as `python -m bert_jax.main` runs: timed as users train
     _define_flags()
     app.run(main)

@@ -8,9 +8,8 @@ is summed into four kinds:
 
 * matmul: the instruction is a dot, or a fusion whose body holds one
   (XLA:CPU hands dots to YNNPACK/XNNPACK as `ynn_fusion`/`xnn_fusion`);
-* dropout RNG: its op_name comes from the masks' random bits
-  (`models/dropout.py`'s `dropout_mask` scope, or `jax.random`'s threefry,
-  uniform and Bernoulli draw behind flax's `nn.Dropout`);
+* dropout RNG: its op_name comes from the masks' random bits (`jax.random`'s
+  threefry, uniform and Bernoulli draw behind flax's `nn.Dropout`);
 * layout copies: copy and transpose kernels (XLA's layout assignment adds
   them around dots, e.g. activations transposed for a weight gradient; XLA
   may fuse an elementwise op into one, such as dropout's scaling);
@@ -39,7 +38,7 @@ _NOT_KERNELS = (
     "ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction", "CommonPjRt", "ParseArguments",
     "end:", "while", "conditional", "call",
 )  # fmt: skip
-_RNG_OPS = ("_bernoulli", "_uniform", "random_bits", "threefry", "dropout_mask")
+_RNG_OPS = ("_bernoulli", "_uniform", "random_bits", "threefry")
 
 
 def _instructions(hlo_text: str) -> dict[str, tuple[str, str]]:

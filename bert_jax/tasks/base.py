@@ -8,10 +8,15 @@ keeps no state between calls: what evaluation needs after the forward passes
 (SQuAD's feature windows, NER's word maps) travels in the `EvalSet` that
 `eval_sets` returns.
 
-Call order in `train.run`: `model`, `dummy_batch`/`model_inputs` (to plan
-the state), `train_source`, `eval_sets`; per step `model_inputs` and `loss`
-inside the jitted step; per evaluation `eval_stats` (jitted) on every batch,
-then `finalize` on the host.
+Call order in `train.run`: `model`, `frozen`, `dummy_batch`/`model_inputs`
+(to plan the state), `initial_params` (a fresh run), `train_source`,
+`eval_sets`; per step `model_inputs`, `frozen_outputs` and `loss` inside the
+jitted step; per evaluation `eval_stats` (jitted) on every batch, then
+`finalize` on the host.
+
+A task family subclasses `Task`: the last three members (`frozen`,
+`frozen_outputs`, `initial_params`) have defaults that do nothing, so only a
+task with a second, fixed model (distillation's teacher) writes them.
 """
 
 from __future__ import annotations
@@ -78,6 +83,26 @@ class EvalResult:
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class FrozenModel:
+    """A second model a task trains against but never trains (a distillation teacher).
+
+    The trainer places `params` with the same logical-axis rules as the
+    trained params (`module.init` on `inputs` names their axes) and keeps them
+    in `TrainState.frozen`: no gradient, no optimizer state, not in the run's
+    checkpoints (they are read again from their own checkpoint at every start).
+
+    Attributes:
+      module: the model; its params' logical axes come from `module.init`.
+      inputs: its keyword inputs for a dummy batch (planning only).
+      params: its parameters (host arrays), as `module.apply` takes them.
+    """
+
+    module: nn.Module
+    inputs: Mapping[str, Any]
+    params: Any
+
+
 @runtime_checkable
 class Task(Protocol):
     """A task family: model head, batches, loss, metrics, prediction on new text."""
@@ -139,3 +164,20 @@ class Task(Protocol):
         settings tuned on dev (SQuAD v2.0's null threshold).
         """
         ...
+
+    # --- optional: a second, fixed model (defaults: none) -----------------------
+    def frozen(self) -> FrozenModel | None:
+        """The model this task trains against without training it (a distillation
+        teacher), or None. Called once per run."""
+        return None
+
+    def frozen_outputs(self, params, batch: Batch) -> dict[str, jax.Array]:
+        """Traced inside the step: what the frozen model (`params`: `frozen().params`,
+        None without one) adds to each microbatch before `loss` (e.g. the teacher's
+        logits), without gradients."""
+        return {}
+
+    def initial_params(self, params):
+        """A fresh run's params (after `init_checkpoint`, if any): `params` unchanged,
+        or e.g. a student made from its teacher's layers. Not called on resume."""
+        return params

@@ -24,11 +24,11 @@ from bert_jax.data import bad_input, glue, text_classification
 from bert_jax.metrics import glue as glue_metrics
 from bert_jax.models.heads import BertForSequenceClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward, Task
 from bert_jax.tasks.model_setup import classifier_setup, encoder_inputs, model_config, tokenizer
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """`config.task` "glue" (`glue_task` names it) or "classify" (files or TFDS)."""
 
     def __init__(self, config):

@@ -39,11 +39,12 @@ With student_layers empty the student is what `model.*`/`init_checkpoint`
 say, as in any run (e.g. a general-distilled student for task-specific
 distillation).
 
-The teacher is frozen: the trainer places its params with the same
-logical-axis rules as the student's (`train.place_frozen`), outside the
-optimizer state and the checkpoints, and the step adds `frozen_outputs`
-(under `jax.lax.stop_gradient`, dropout off) to each microbatch before
-`loss`. Data, evaluation (the student's) and prediction are the base task's
+The teacher is the task's frozen model (`Task.frozen`, `FrozenModel`): the
+trainer places its params with the same logical-axis rules as the
+student's, in `TrainState.frozen` (outside the optimizer state and the
+checkpoints), and the step adds `frozen_outputs` (under
+`jax.lax.stop_gradient`, dropout off) to each microbatch before `loss`.
+Data, evaluation (the student's) and prediction are the base task's
 (`PretrainingTask` or `ClassificationTask`) on the teacher's vocabulary.
 `data.train_files="embedded"` here means the embedded corpus's text
 (`embedded_pretraining`) made into examples with the teacher's vocabulary.
@@ -67,6 +68,7 @@ from bert_jax.checkpoints import formats as checkpoint_formats
 from bert_jax.checkpoints import pretrained
 from bert_jax.models.bert import BertConfig, BertModel, config_for_size
 from bert_jax.models.heads import BertForPreTraining, BertForSequenceClassification
+from bert_jax.tasks.base import FrozenModel, Task
 from bert_jax.tasks.classification import ClassificationTask
 from bert_jax.tasks.model_setup import model_config
 from bert_jax.tasks.pretraining import PretrainingTask
@@ -111,7 +113,7 @@ def _mean(values, weights):
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-5)
 
 
-class DistillTask:
+class DistillTask(Task):
     """`config.task` "distill": the base task `distill.task` with a teacher (module docstring)."""
 
     def __init__(self, config):
@@ -305,10 +307,11 @@ class DistillTask:
             inputs = {k: v for k, v in inputs.items() if k != "masked_positions"}
         return inputs
 
-    def frozen(self):
-        """(teacher model, its dummy inputs, its params): for `train.place_frozen`."""
+    def frozen(self) -> FrozenModel:
+        """The teacher, read from `distill.teacher_checkpoint` (once per task)."""
         model, params = self._teacher()
-        return model, self._teacher_inputs(self.model_inputs(self.dummy_batch())), params
+        inputs = self._teacher_inputs(self.model_inputs(self.dummy_batch()))
+        return FrozenModel(module=model, inputs=inputs, params=params)
 
     def frozen_outputs(self, params, batch) -> dict:
         """The teacher's logits and last hidden states for `batch`, without gradients."""

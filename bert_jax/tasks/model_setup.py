@@ -4,17 +4,27 @@ With `init_checkpoint` set, the architecture comes from the checkpoint; an
 explicit `model.size` or architecture field that disagrees with it is an
 error naming the key, while numerics (dtype, dropout, scan, remat) may be
 changed freely.
+
+`attention_impl` "" (the default) is "auto": the fastest implementation the
+config and the target platform allow (`resolve_attention_impl`), chosen here,
+where the trainer builds its model, and logged; the model itself never looks
+at the platform.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from absl import logging
 
 from bert_jax.checkpoints import names as names
 from bert_jax.checkpoints import pretrained
 from bert_jax.data.pack_examples import PACKED_KEYS
-from bert_jax.models.bert import SIZES, BertConfig, config_for_size
+from bert_jax.models.bert import SIZES, BertConfig, config_for_size, without_removed_fields
 from bert_jax.tokenizers import from_folder as tokenizers_from_folder
 from bert_jax.tokenizers.wordpiece import BertTokenizer
 
@@ -30,9 +40,20 @@ ARCHITECTURE = (
 )
 
 
-def model_config(config) -> BertConfig:
-    """config.model (size + BertConfig field overrides; None = unset) -> BertConfig."""
+def model_config(config, platform: str | None = None) -> BertConfig:
+    """config.model (size + BertConfig field overrides; None = unset) -> BertConfig.
+
+    Args:
+      config: a training config.
+      platform: where the model will run ("cpu", "gpu", "tpu"), for the
+        automatic attention_impl; None: `jax.default_backend()`.
+    """
+    return with_attention_impl(_architecture(config), config, platform)
+
+
+def _architecture(config) -> BertConfig:
     overrides = {k: v for k, v in config.model.items() if k != "size" and v is not None}
+    overrides = without_removed_fields(overrides)  # a stored config.json's
     init = config.get("init_checkpoint", "")
     if not init:
         if not config.model.size:
@@ -56,6 +77,65 @@ def model_config(config) -> BertConfig:
                 f"{init} ({key}={getattr(ckpt, key)})"
             )
     return dataclasses.replace(ckpt, **overrides)
+
+
+# The splash kernel tiles the sequence in blocks of the TPU's 128 lanes (models/splash.py).
+SPLASH_LENGTH_MULTIPLE = 128
+
+
+def resolve_attention_impl(
+    cfg: BertConfig, platform: str, length: int, return_attention: bool = False
+) -> str:
+    """The fastest attention implementation for `cfg` on `platform`; the same math.
+
+    Args:
+      cfg: the model config (its dtype, attention dropout and head size count).
+      platform: the TARGET platform ("cpu", "gpu"/"cuda", "tpu"): for an
+        ahead-of-time compile for a TPU slice that is "tpu", not the host's.
+      length: every batch's sequence length is a multiple of this.
+      return_attention: the attention weights are asked for.
+
+    Returns:
+      "splash" on TPU with attention dropout off, no attention weights and a
+      length that is a multiple of 128; "cudnn" on GPU with bf16/fp16 compute
+      and a head size that is a multiple of 8; otherwise "xla". (Training with
+      attention dropout runs the explicit softmax path whatever this says.)
+    """
+    if (
+        platform == "tpu"
+        and cfg.attention_dropout == 0
+        and not return_attention
+        and length % SPLASH_LENGTH_MULTIPLE == 0
+    ):
+        return "splash"
+    half = cfg.compute_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if platform in ("gpu", "cuda") and half and cfg.head_dim % 8 == 0:
+        return "cudnn"
+    return "xla"
+
+
+def with_attention_impl(cfg: BertConfig, config, platform: str | None = None) -> BertConfig:
+    """`cfg` with the attention implementation `config.model.attention_impl` names;
+    "" or unset (auto): `resolve_attention_impl` for `platform` (None:
+    `jax.default_backend()`), logged. `bert_jax.perf.aot` calls it with "tpu"."""
+    asked = config.model.get("attention_impl") or ""
+    if asked:
+        return dataclasses.replace(cfg, attention_impl=asked)
+    platform = platform or jax.default_backend()
+    # Batches are max_seq_length long, or cut to a multiple of data.length_bucket.
+    length = math.gcd(config.max_seq_length, config.data.get("length_bucket", 0) or 0)
+    impl = resolve_attention_impl(cfg, platform, length)
+    logging.info(
+        "attention_impl auto -> %r (platform %s, dtype %s, attention_dropout %s, "
+        "head size %d, lengths multiples of %d)",
+        impl,
+        platform,
+        cfg.dtype,
+        cfg.attention_dropout,
+        cfg.head_dim,
+        length,
+    )
+    return dataclasses.replace(cfg, attention_impl=impl)
 
 
 # The sentence classifier each family's HF task model has (`heads.Classifier`):

@@ -23,7 +23,7 @@ from bert_jax.checkpoints import names as names
 from bert_jax.data import bad_input, swag
 from bert_jax.models.heads import BertForMultipleChoice
 from bert_jax.tasks import sources
-from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward, Task
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -37,7 +37,7 @@ def _load(config, split: str) -> list[dict]:
     return swag.read_tfds(d.tfds_name, d[split + "_split"], config.num_choices, on_bad_input=policy)
 
 
-class MultipleChoiceTask:
+class MultipleChoiceTask(Task):
     labels = None
 
     def __init__(self, config):

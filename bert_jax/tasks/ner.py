@@ -19,7 +19,7 @@ from bert_jax.data import bad_input, conll
 from bert_jax.metrics import ner as ner_metrics
 from bert_jax.models.heads import BertForTokenClassification
 from bert_jax.tasks import sources
-from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward, Task
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -60,7 +60,7 @@ def _load_tfds(split: str, d) -> list[conll.Sentence]:
     return out
 
 
-class NerTask:
+class NerTask(Task):
     def __init__(self, config):
         self.config = config
         self.seq_len = config.max_seq_length

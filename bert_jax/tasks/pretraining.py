@@ -21,12 +21,12 @@ from bert_jax.data.array_source import ArraySource
 from bert_jax.data.pretraining import embedded as embedded_pretraining
 from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 from bert_jax.models.heads import BertForPreTraining
-from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward, Task
 from bert_jax.tasks.model_setup import model_config
 from bert_jax.tokenizers.wordpiece import BertTokenizer
 
 
-class PretrainingTask:
+class PretrainingTask(Task):
     labels = None
 
     def __init__(self, config):
@@ -79,13 +79,8 @@ class PretrainingTask:
         if "valid" in batch:  # padded eval rows count nothing
             w = w * batch["valid"][:, None]
         logits, ids = outputs["mlm_logits"], batch["masked_lm_ids"]  # (B, P, V), (B, P)
-        # Over the vocabulary-major view (V, B*P), as the MLM head computes them
-        # (models/heads.py MlmHead): XLA cancels the transposes.
-        vocab_major = logits.reshape(-1, logits.shape[-1]).T
-        flat_ids = ids.reshape(-1)
-        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(vocab_major, flat_ids, axis=0)
-        mlm_xent = mlm_xent.reshape(ids.shape)
-        mlm_correct = (jnp.argmax(vocab_major, 0).reshape(ids.shape) == ids) * w
+        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(logits, ids)  # (B, P)
+        mlm_correct = (jnp.argmax(logits, -1) == ids) * w
         parts = {
             "mlm_loss_sum": jnp.sum(mlm_xent * w),
             "mlm_weight": jnp.sum(w),

@@ -39,7 +39,7 @@ from bert_jax.data import bad_input, squad
 from bert_jax.metrics import squad as squad_eval
 from bert_jax.models.heads import BertForQuestionAnswering
 from bert_jax.tasks import sources
-from bert_jax.tasks.base import EvalResult, EvalSet, Forward
+from bert_jax.tasks.base import EvalResult, EvalSet, Forward, Task
 from bert_jax.tasks.model_setup import encoder_inputs, model_config, tokenizer
 
 
@@ -58,7 +58,7 @@ def load_split(config, split: str) -> tuple[dict[str, Any], str]:
     return squad.load_tfds(config.version, tfds_split), source
 
 
-class SquadTask:
+class SquadTask(Task):
     labels = None
 
     def __init__(self, config):

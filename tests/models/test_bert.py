@@ -8,15 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax.models.bert import (
-    SIZES,
-    BertConfig,
-    BertModel,
-    _RowsDense,
-    config_for_size,
-    pad_vocab,
-    stack_layers,
-)
+from bert_jax.checkpoints.layout import pad_vocab, stack_layers
+from bert_jax.models import attention
+from bert_jax.models.bert import SIZES, BertConfig, BertModel, config_for_size
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
@@ -278,18 +272,18 @@ def test_packed_examples_compute_what_each_computes_alone():
     assert_close(packed["pooled_output"][0], alone["pooled_output"], atol=1e-5)
 
 
-@pytest.mark.parametrize("axis, shape", [(-1, (2, 3, 8)), ((-2, -1), (2, 3, 4, 2))])
-def test_dense_on_rows_is_densegeneral(axis, shape):
-    """_RowsDense: DenseGeneral's parameters and values, with its dot over 2-D rows on CPU."""
-    x = jax.random.normal(jax.random.key(1), shape)
-    rows, plain = _RowsDense(features=5, axis=axis), nn.DenseGeneral(features=5, axis=axis)
-    params = plain.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, rows.init(jax.random.key(0), x)) == jax.tree.map(
-        jnp.shape, params
-    )
-    assert_close(rows.apply(params, x), plain.apply(params, x), rtol=1e-6, atol=1e-6)
-    dots = [
-        e for e in jax.make_jaxpr(rows.apply)(params, x).eqns if e.primitive.name == "dot_general"
-    ]
-    n_in = 1 if axis == -1 else 2
-    assert len(dots) == 1 and dots[0].invars[0].aval.shape == (6, *shape[-n_in:])
+@pytest.mark.parametrize("impl", ["", "xla"])
+def test_attention_paths_agree_on_a_packed_mask(impl):
+    """attention.attend: the fused path ("" runs "xla") and the explicit one agree
+    on a (B, L, L) packed mask; the explicit one returns fp32 probabilities."""
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 8, 2, 4)) for i in range(3))
+    ids = jnp.asarray([[1, 1, 1, 2, 2, 2, 2, 0], [1] * 8])
+    mask, segments = attention.masks(jnp.ones_like(ids), ids)
+    assert mask.shape == (2, 8, 8)
+    fused, none = attention.attend(q, k, v, mask, segments, impl=impl)
+    explicit, probs = attention.attend(q, k, v, mask, segments, impl=impl, return_weights=True)
+    assert none is None and probs.dtype == jnp.float32 and probs.shape == (2, 2, 8, 8)
+    assert_close(fused, explicit, atol=1e-5)
+    assert_equal(np.asarray(probs[0, :, :3, 3:]), np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(ValueError, match="attention impl 'flash'"):
+        attention.attend(q, k, v, mask, segments, impl="flash")

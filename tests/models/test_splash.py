@@ -1,5 +1,7 @@
 """attention_impl="splash": the Pallas TPU kernel, run here through the Pallas
-interpreter, against the XLA path; its config rules; its sharded form.
+interpreter ("splash_interpret", the explicit value a CPU caller sets: the
+model never asks for the platform), against the XLA path; its config rules;
+its sharded form.
 
 The TPU compile of the kernel inside the sharded train step is checked by
 tests/test_perf_tools.py (bert_jax.perf.aot with libtpu).
@@ -22,7 +24,8 @@ from tests.numerics import assert_close
 XLA = config_for_size(
     "tiny", vocab_size=97, max_position_embeddings=128, attention_dropout=0.0, num_heads=4
 )
-SPLASH = dataclasses.replace(XLA, attention_impl="splash")
+# The kernel through the Pallas interpreter: the value a CPU test asks for.
+SPLASH = dataclasses.replace(XLA, attention_impl="splash_interpret")
 L = 128
 
 
@@ -101,8 +104,9 @@ def test_splash_under_a_mesh_runs_per_shard():
 
 
 def test_splash_config_rules():
-    with pytest.raises(ValueError, match="attention_impl 'splash' has no attention dropout"):
-        dataclasses.replace(XLA, attention_impl="splash", attention_dropout=0.1)
+    for impl in ("splash", "splash_interpret"):
+        with pytest.raises(ValueError, match=f"attention_impl '{impl}' has no attention dropout"):
+            dataclasses.replace(XLA, attention_impl=impl, attention_dropout=0.1)
     with pytest.raises(ValueError, match="attention_impl 'flash' is not one of"):
         dataclasses.replace(XLA, attention_impl="flash")
     short = np.ones((1, 96), np.int32)

@@ -166,8 +166,9 @@ def test_loss_parts_equal_a_numpy_reference(mlm_teacher, sst2_teacher, embedded_
 
 
 def test_teacher_is_frozen_and_sharded_like_the_student(mlm_teacher, embedded_dir):
-    """On a (2, 2, 2) mesh: the teacher's params take the student's layouts, get no
-    gradient, are not in the optimizer state, and are the same after a step."""
+    """On a (2, 2, 2) mesh: the teacher's params (`TrainState.frozen`) take the student's
+    layouts, get no gradient, are not in the optimizer state, and are the same after a
+    step."""
     from bert_jax import optim
 
     c = general_config(mlm_teacher, embedded_dir)
@@ -179,12 +180,13 @@ def test_teacher_is_frozen_and_sharded_like_the_student(mlm_teacher, embedded_di
     rng = jax.random.key(0)
     with sharding.activate(mesh):
         dummy = task.model_inputs(task.dummy_batch())
-        _, state_sh = train.plan_state(model, tx, dummy, mesh, rng)
+        _, state_sh = train.plan_state(model, tx, dummy, mesh, rng, task.frozen())
         state = train.create_state(model, tx, dummy, state_sh, rng)
         state = state.replace(
             params=jax.device_put(task.initial_params(state.params), state_sh.params)
         )
-        frozen, frozen_sh = train.place_frozen(task, mesh, rng)
+        state = train.with_frozen(state, task.frozen(), state_sh)
+        frozen = state.frozen
         q = ("bert", "encoder", "layer_0", "attention", "query", "kernel")
         spec = lambda tree: _get(tree, q).sharding.spec  # noqa: E731
         assert spec(frozen) == spec(state.params) == P("fsdp", "tensor", None)
@@ -205,11 +207,11 @@ def test_teacher_is_frozen_and_sharded_like_the_student(mlm_teacher, embedded_di
         assert all(float(np.abs(g).max()) == 0 for g in jax.tree.leaves(grads))
 
         step = train.jit_train_step(
-            model, task, tx, schedule, 1, state_sh, sharding.batch_sharding(mesh), frozen_sh
+            model, task, tx, schedule, 1, state_sh, sharding.batch_sharding(mesh)
         )
-        new, metrics = step(state, batch, frozen)
+        new, metrics = step(state, batch)
     assert {"ce_loss", "mlm_loss", "cos_loss"} <= set(metrics)
-    _same(frozen, before)
+    _same(new.frozen, before)
     # The optimizer state mirrors the student's params only: the teacher has none.
     shapes = {p.shape for p in jax.tree.leaves(new.params)}
     param_count = len(jax.tree.leaves(new.params))
@@ -240,6 +242,14 @@ def test_general_distillation_through_the_trainer(mlm_teacher, embedded_dir, tmp
     assert len(rows) == 8 and {"train/ce_loss", "train/mlm_loss", "train/cos_loss"} <= set(rows[0])
     loss = [r["train/loss"] for r in rows]
     assert np.mean(loss[-2:]) < np.mean(loss[:2]), loss
+    # Its checkpoints hold the student's state only: the teacher is read from its own.
+    import orbax.checkpoint as ocp
+
+    stored = ocp.StandardCheckpointer().metadata(tmp_path / "checkpoints" / "8" / "state")
+    assert set(stored.item_metadata.tree) == {"step", "params", "opt_state", "rng"}
+    # A rerun restores the student from there and the teacher from its own checkpoint.
+    state, _ = train.run(c, str(tmp_path))
+    assert int(state.step) == 8 and set(state.frozen) == {"bert", "mlm", "nsp"}
     # The workdir is a 2-layer student on the teacher's vocabulary.
     model, _ = pretrained.load(tmp_path)
     assert isinstance(model, BertForPreTraining) and model.config.num_layers == 2

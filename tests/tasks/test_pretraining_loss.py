@@ -1,10 +1,9 @@
 """The pretraining loss against a float64 numpy reference, and its gradient
 against optax's cross-entropy over the (B, P, V) logits as returned.
 
-The MLM head computes its logits vocabulary-major and the loss reads them
-that way (models/heads.py, tasks/pretraining.py): a transposition slip in the
-loss would mix the vocabulary with the predictions and fail both checks (one
-in the head fails the logits' parity with HF: test_family_checkpoints.py).
+A slip that mixed the vocabulary with the predictions (in the loss, or in
+the MLM head's padded vocabulary columns) fails both checks; one in the head
+also fails the logits' parity with HF (test_family_checkpoints.py).
 """
 
 import flax.linen as nn
