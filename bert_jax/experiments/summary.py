@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax.configs.model import SIZES
 from bert_jax.experiments import paper_numbers
 from bert_jax.experiments.paper_numbers import Score
 
@@ -130,12 +131,9 @@ def _architecture(wd: Path, config: dict[str, Any]) -> tuple[int, int] | None:
         return int(built["hidden_size"]), int(built["num_layers"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if model.get("size"):
-        from bert_jax.models.bert import SIZES  # imports jax: only when needed
-
-        if model["size"] in SIZES:
-            layers, hidden, _ = SIZES[model["size"]]
-            return hidden, layers
+    if model.get("size") and model["size"] in SIZES:
+        layers, hidden, _ = SIZES[model["size"]]
+        return hidden, layers
     return None
 
 
