@@ -49,10 +49,10 @@ python -c 'import jax; assert jax.devices()[0].platform == "gpu", jax.devices()'
   exit 1
 }
 common=(--dtype=bfloat16 --steps=10 --rounds=2 --warmup=2 --record="$record")
-cudnn=(--set=model.attention_dropout=0.0 "--set=model.attention_impl='cudnn'")
+cudnn=(--set=model.attention_dropout=0.0 "--set=model.attention_impl=cudnn")
 variants=(
   "--variant=noattndrop:model.attention_dropout=0.0"
-  "--variant=cudnn:model.attention_dropout=0.0;model.attention_impl='cudnn'"
+  "--variant=cudnn:model.attention_dropout=0.0;model.attention_impl=cudnn"
 )
 python -m bert_jax.perf.bench "${base[@]}" --label=gpu/base-128 "${common[@]}" "${variants[@]}"
 python -m bert_jax.perf.bench "${large[@]}" --predictions=76 --label=gpu/large-512 "${common[@]}" \

@@ -62,14 +62,14 @@ if [[ $what == cpu || $what == all ]]; then
     --variant="no-attention-dropout:model.attention_dropout=0.0" \
     --variant="no-dropout:model.attention_dropout=0.0;model.hidden_dropout=0.0"
   "${bench[@]}" "${minilm[@]}" --label=opt/dropout-rng \
-    --variant="rbg:rng_impl='rbg'" --variant="unsafe_rbg:rng_impl='unsafe_rbg'"
+    --variant="rbg:rng_impl=rbg" --variant="unsafe_rbg:rng_impl=unsafe_rbg"
   "${bench[@]}" "${small[@]}" --label=opt/vocab-padding \
     --variant="pad128:model.vocab_pad_multiple=128"
   "${bench[@]}" "${small[@]}" --label=opt/scan-remat \
     --variant="scan:model.scan_layers=True" \
-    --variant="scan+remat-full:model.scan_layers=True;model.remat_policy='full'" \
-    --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy='save_dots'"
-  "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype='bfloat16'"
+    --variant="scan+remat-full:model.scan_layers=True;model.remat_policy=full" \
+    --variant="scan+remat-dots:model.scan_layers=True;model.remat_policy=save_dots"
+  "${bench[@]}" "${small[@]}" --label=opt/bf16 --variant="bf16:model.dtype=bfloat16"
   # XLA:CPU's dots in oneDNN (bert_jax.cpu_env): base without it, the variant
   # with it as compiler options, alternating in one process.
   onednn="onednn:xla.xla_cpu_use_onednn=true;xla.xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"

@@ -177,6 +177,7 @@ def _main_cmd(workdir, records, *extra):
         "--config.eval_batch_size=16",
         "--config.eval_every=0",
         "--config.model.vocab_size=30522",
+        "--config.model.dtype=float32",  # as tiny_config: compared with it exactly
         "--config.data.eval_files=",  # no held-out set (tiny's default builds one)
         *extra,
     ]
