@@ -71,74 +71,6 @@ class TrainState:
 
 
 # ----------------------------------------------------------------------------
-# Validation: fail before any compute, with the config key in the message.
-# ----------------------------------------------------------------------------
-
-
-def validate(config: ml_collections.ConfigDict, workdir: str, mesh, model) -> None:
-    check_config(config, mesh, model)
-    wd = epath.Path(workdir)
-    try:
-        wd.mkdir(parents=True, exist_ok=True)
-        probe = wd / f".write_probe_{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"workdir {workdir} is not writable ({e})") from e
-
-
-def check_config(config: ml_collections.ConfigDict, mesh, model) -> None:
-    """Batch, accumulation, tensor-parallel and length settings against the mesh and model."""
-    dp = sharding.data_parallel_size(mesh)
-    for key in ("train_batch_size", "eval_batch_size"):
-        if config[key] % dp:
-            raise ValueError(
-                f"{key}={config[key]} is not divisible by the data-parallel size "
-                f"{dp} (mesh data x fsdp = {mesh.shape['data']} x "
-                f"{mesh.shape['fsdp']})"
-            )
-        if config[key] % jax.process_count():
-            raise ValueError(f"{key}={config[key]} is not divisible by {jax.process_count()} hosts")
-    accum = config.optimizer.grad_accum_steps
-    if (config.train_batch_size // dp) % accum:
-        raise ValueError(
-            f"optimizer.grad_accum_steps={accum} does not divide the per-device "
-            f"batch {config.train_batch_size // dp}"
-        )
-    if config.get("data") and config.data.get("pack_examples"):
-        # Packed batches have a multiple of pack_row_multiple rows, split like a batch.
-        rows = config.data.get("pack_row_multiple", 1)
-        if rows % (dp * accum) or rows % jax.process_count():
-            raise ValueError(
-                f"data.pack_row_multiple={rows} must be a multiple of the data-parallel "
-                f"size {dp} x optimizer.grad_accum_steps {accum} and of the "
-                f"{jax.process_count()} hosts"
-            )
-    mc = model.config
-    tp = mesh.shape["tensor"]
-    for key in ("num_heads", "intermediate_size"):
-        if getattr(mc, key) % tp:
-            raise ValueError(
-                f"model.{key}={getattr(mc, key)} is not divisible by the tensor-"
-                f"parallel size {tp} (mesh_shape[2])"
-            )
-    if config.max_seq_length > mc.max_position_embeddings:
-        raise ValueError(
-            f"max_seq_length={config.max_seq_length} exceeds the model's "
-            f"max_position_embeddings={mc.max_position_embeddings}"
-        )
-
-
-def check_init_checkpoint(config: ml_collections.ConfigDict) -> None:
-    """An init_checkpoint that is not a readable checkpoint fails before anything else."""
-    if config.get("init_checkpoint"):
-        try:
-            pretrained.detect_format(config.init_checkpoint)
-        except (OSError, pretrained.CheckpointError) as e:
-            raise ValueError(f"config key init_checkpoint: {e}") from e
-
-
-# ----------------------------------------------------------------------------
 # State: planned with eval_shape, created already sharded.
 # ----------------------------------------------------------------------------
 
@@ -471,12 +403,12 @@ def run(
     """
     start = time.time()
     # --- Setup: everything checked before anything is written ----------
-    config_checks.check(config)
-    check_init_checkpoint(config)
+    config_checks.check(config)  # the values alone, before the task reads a file
     task = task or tasks.get(config)
     model = task.model()
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
-    validate(config, workdir, mesh, model)
+    config_checks.check_fits(config, mesh, model.config)  # before any state exists
+    workdir_config.check_writable(workdir)
     wd = epath.Path(workdir)
     train_source = task.train_source(jax.process_index(), jax.process_count())
     config = workdir_config.resolve_steps(config, train_source.num_examples)

@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 from etils import epath
@@ -48,6 +49,18 @@ SAFE_CHANGES = (
 )
 
 
+def check_writable(workdir: str) -> None:
+    """The workdir exists (made if needed) and this host can write to it."""
+    wd = epath.Path(workdir)
+    try:
+        wd.mkdir(parents=True, exist_ok=True)
+        probe = wd / f".write_probe_{jax.process_index()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"workdir {workdir} is not writable ({e})") from e
+
+
 def resolve_steps(
     config: ml_collections.ConfigDict, num_examples: int | None
 ) -> ml_collections.ConfigDict:
@@ -66,8 +79,6 @@ def resolve_steps(
                 epochs,
             )
         return config
-    if not epochs:
-        raise ValueError("set num_train_steps or num_train_epochs")
     if num_examples is None:
         raise ValueError(
             f"num_train_epochs={epochs} needs the training set's size, which this "

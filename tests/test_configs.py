@@ -208,3 +208,37 @@ def test_a_workdir_with_a_removed_model_key_resumes(tmp_path, caplog):
     (wd / "config.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="model.hidden_dropout"):
         workdir_config.check_resume(wd, c, latest_step=3)
+
+
+def test_config_checks_name_the_key_before_anything_is_built():
+    """bert_jax.config_checks is where a config is checked: values alone first,
+    then what the mesh and the model must divide or hold."""
+    import jax
+
+    from bert_jax import config_checks, configs, sharding
+    from bert_jax.models.bert import config_for_size
+
+    c = configs.load(configs.repository_config("pretrain.py") + ":tiny")
+    config_checks.check(c)  # the repository's config passes
+    bad = c.copy_and_resolve_references()
+    with bad.unlocked():
+        bad.num_train_steps, bad.num_train_epochs = None, None
+    with pytest.raises(ValueError, match="num_train_steps and num_train_epochs: set one"):
+        config_checks.check(bad)
+    with bad.unlocked():
+        bad.num_train_steps, bad.init_checkpoint = 10, "/nonexistent/ckpt"
+    with pytest.raises(ValueError, match="config key init_checkpoint"):
+        config_checks.check(bad)
+
+    mesh = sharding.make_mesh((len(jax.devices()), 1, 1), None)
+    model = config_for_size("tiny")
+    config_checks.check_fits(c, mesh, model)
+    for key, value, match in [
+        ("train_batch_size", len(jax.devices()) + 1, "train_batch_size=.* data-parallel size"),
+        ("max_seq_length", 1024, "max_seq_length=1024 exceeds .* max_position_embeddings=512"),
+    ]:
+        wrong = c.copy_and_resolve_references()
+        with wrong.unlocked():
+            wrong[key] = value
+        with pytest.raises(ValueError, match=match):
+            config_checks.check_fits(wrong, mesh, model)

@@ -4,6 +4,7 @@ Every comparison is fp32 on batches with padding; the max abs differences
 measured here are quoted in the README.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -210,6 +211,23 @@ def test_pytorch_bin_and_bert_jax_format(tmp_path):
     with pytest.raises(FileExistsError):
         pretrained.save(tmp_path / "ours", model, params)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    # A checkpoint saved by a TPU run stores the splash kernel it ran; a loaded
+    # model computes with "xla" (the same math) on any host, unless asked.
+    tpu = model.clone(config=dataclasses.replace(model.config, attention_dropout=0.0))
+    pretrained.save(
+        tmp_path / "tpu",
+        tpu.clone(config=dataclasses.replace(tpu.config, attention_impl="splash")),
+        params,
+    )
+    m3, p3 = pretrained.load(tmp_path / "tpu")
+    assert (
+        m3.config.attention_impl == ""
+        and pretrained.load_config(tmp_path / "tpu").attention_impl == ""
+    )
+    _assert_parity(_max_diffs(m3.apply({"params": p3}, ids, types, mask), ref, mask))
+    m4, _ = pretrained.load(tmp_path / "tpu", attention_impl="splash_interpret")
+    assert m4.config.attention_impl == "splash_interpret"
 
 
 # ---------------------------------------------------------------------------

@@ -403,6 +403,18 @@ def _check_vocab(d: epath.Path, config: BertConfig):
             )
 
 
+def stored_config(d: dict[str, Any]) -> BertConfig:
+    """The BertConfig a bert_jax checkpoint or workdir stores, with `attention_impl` "".
+
+    The attention implementation is the choice of the process that runs the
+    model, not a property of its weights: a workdir trained on a TPU stores the
+    splash kernel it ran, which a CPU or GPU host cannot run. Loaded models
+    compute with "xla" (the same math) unless the caller asks otherwise
+    (`pretrained.load(path, attention_impl=...)`); the trainer resolves its own.
+    """
+    return dataclasses.replace(BertConfig.from_dict(d), attention_impl="")
+
+
 def with_overrides(model: nn.Module, params: dict, overrides: dict[str, Any]):
     """Apply BertConfig overrides (dtype, scan_layers, vocab_pad_multiple, dropout, ...)
     to a loaded model, converting the parameters' layout where it changes."""
@@ -444,7 +456,7 @@ def read_bert_jax(d: epath.Path):
             f"known: {sorted(MODEL_CLASSES)}"
         )
     try:
-        config = BertConfig.from_dict(meta["config"])
+        config = stored_config(meta["config"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{d / BERT_JAX_FILE}: bad config ({e})") from e
     _check_vocab(d, config)
@@ -485,7 +497,7 @@ def read_workdir(d: epath.Path):
 
     info = workdir_info(d)
     model = MODEL_CLASSES[info["model"]](
-        BertConfig.from_dict(info["config"]), **info.get("model_kwargs", {})
+        stored_config(info["config"]), **info.get("model_kwargs", {})
     )
     ckpt_dir = d / "checkpoints"
     steps = sorted(int(c.name) for c in ckpt_dir.iterdir() if c.name.isdigit())
@@ -587,5 +599,5 @@ def read_config(path: str | os.PathLike) -> BertConfig:
     if fmt == "tf":
         return config_from_json(read_json(d / "bert_config.json"), _TF_ACT, d / "bert_config.json")
     if fmt == "bert_jax":
-        return BertConfig.from_dict(read_json(d / BERT_JAX_FILE)["config"])
-    return BertConfig.from_dict(workdir_info(d)["config"])
+        return stored_config(read_json(d / BERT_JAX_FILE)["config"])
+    return stored_config(workdir_info(d)["config"])

@@ -99,7 +99,7 @@ def compile_for_slice(config, slice_name: str) -> dict:
 
     Raises:
       ValueError: an unknown slice name (the message lists the known ones) or
-        a config the mesh cannot shard (`train.check_config`).
+        a config the mesh cannot shard (`config_checks.check_fits`).
     """
     if slice_name not in SLICES:
         raise ValueError(f"unknown TPU slice {slice_name!r}; known: {', '.join(SLICES)}")
@@ -107,19 +107,20 @@ def compile_for_slice(config, slice_name: str) -> dict:
     import jax
     from jax.experimental import topologies
 
-    from bert_jax import flops, optim, sharding, tasks, train
+    from bert_jax import config_checks, flops, optim, sharding, tasks, train
     from bert_jax.tasks import model_setup
 
     spec = SLICES[slice_name]
     devices = topologies.get_topology_desc(
         topology_name=spec.topology, platform="tpu", chips_per_host_bounds=spec.chips_per_host
     ).devices
+    config_checks.check(config)
     task = tasks.get(config)
     # attention_impl "" (auto) resolved as the trainer would on the slice, not on this host.
     model = task.model()
     model = model.clone(config=model_setup.with_attention_impl(model.config, config, "tpu"))
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
-    train.check_config(config, mesh, model)
+    config_checks.check_fits(config, mesh, model.config)
     tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps or 1000)
     batch_sh = sharding.batch_sharding(mesh)
     dummy_batch = task.dummy_batch()
