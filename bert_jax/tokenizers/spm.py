@@ -21,7 +21,7 @@ tests' vocabulary does not.
 
 A spiece.model with user-defined pieces is segmented as SentencePiece does;
 HF 5 instead matches them in the raw text as added tokens (see
-tests/data/test_family_tokenizers.py). The tests' model has control symbols
+tests/tokenizers/test_family_tokenizers.py). The tests' model has control symbols
 [CLS], [SEP], [MASK], which never come from text.
 
 Layout: `[CLS] a [SEP] (b [SEP])`, token types 0 then 1, pad `<pad>`.

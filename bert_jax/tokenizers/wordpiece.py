@@ -5,7 +5,7 @@ November 2018 revision, the one that added CJK handling and that HF follows:
 controls are Unicode category C* (but not \\t\\n\\r) and words over 100
 characters become [UNK] (later revisions use Cc/Cf and 200). It runs in Python
 so that `str.lower()` and `unicodedata` act exactly as there; HF's Rust
-`BertNormalizer` does not in corner cases (see tests/data/test_tokenizer.py):
+`BertNormalizer` does not in corner cases (see tests/tokenizers/test_wordpiece.py):
 Python lowercases a word-final Σ to ς ("ΟΔΟΣ" -> "οδος"), Rust to σ; the
 original drops unassigned code points (Cn), Rust keeps them; Rust's CJK table
 starts Extension E at U+2B920, not U+2B820; Rust's Unicode tables are older.

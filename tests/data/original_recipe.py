@@ -16,7 +16,7 @@ What it mirrors, function by function:
   instance_features              write_instance_to_example_files' arrays.
 
 The original's FullTokenizer is replaced by `bert_jax.tokenizers.wordpiece`, which is
-token for token the same (see tests/data/test_tokenizer.py).
+token for token the same (see tests/tokenizers/test_wordpiece.py).
 """
 
 import collections

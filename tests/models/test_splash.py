@@ -4,7 +4,7 @@ model never asks for the platform), against the XLA path; its config rules;
 its sharded form.
 
 The TPU compile of the kernel inside the sharded train step is checked by
-tests/test_perf_tools.py (bert_jax.perf.aot with libtpu).
+tests/perf/test_perf_tools.py (bert_jax.perf.aot with libtpu).
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
 """The BERT family as options of the one encoder: ALBERT, RoBERTa, DistilBERT switches.
 
-HF parity of these options is tests/test_family_checkpoints.py; here: defaults
+HF parity of these options is tests/checkpoints/test_family_checkpoints.py; here: defaults
 are BERT, ALBERT's shared layer under scan equals the loop, RoBERTa's positions,
 DistilBERT's missing tables, and logical names on every new parameter.
 """

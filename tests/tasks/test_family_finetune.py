@@ -113,7 +113,7 @@ def test_sst2_finetunes_from_each_family_and_matches_hf(
 def test_roberta_checkpoint_fine_tunes_ner_and_squad(tokenizer_folders, shared_data, tmp_path):
     """The token-level tasks from a RoBERTa checkpoint: CoNLL-2003 words with
     the BPE word-start space and SQuAD rows <s> q </s></s> c </s> (both laid
-    out as HF's: tests/data/test_family_tokenizers.py) train, evaluate and
+    out as HF's: tests/tokenizers/test_family_tokenizers.py) train, evaluate and
     predict with exact character offsets from the workdir alone."""
     from configs import ner, squad
 

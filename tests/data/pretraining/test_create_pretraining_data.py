@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import numpy as np
-import original_recipe as orig
 import pytest
 import tensorflow as tf
 
@@ -26,6 +25,7 @@ from bert_jax.data.pretraining import instances as recipe
 from bert_jax.data.pretraining import records as pretraining_records
 from bert_jax.data.pretraining.masking_vocab import MaskingVocab
 from tests import train_data
+from tests.data import original_recipe as orig
 from tests.numerics import assert_equal
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -228,7 +228,7 @@ def test_real_sweep_is_interrupted_and_resumed(tmp_path, minilm_dir, shared_data
     ]
     # The results tool: the learning rate with the higher median over the seeds
     # is chosen (independently: from the results.json files), and the plots.
-    # (The leaderboard files of the best run: tests/test_results.py.)
+    # (The leaderboard files of the best run: tests/experiments/test_results.py.)
     out = tmp_path / "results"
     tab = subprocess.run(
         [sys.executable, "-m", "bert_jax.experiments.results", str(root), f"--out={out}"],

@@ -8,7 +8,6 @@ import collections
 import random
 
 import numpy as np
-import original_recipe as orig
 import pytest
 import tensorflow as tf
 
@@ -17,6 +16,7 @@ from bert_jax.data.pretraining import instances as recipe
 from bert_jax.data.pretraining import loader as pretraining_loader
 from bert_jax.data.pretraining import records as pretraining_records
 from bert_jax.data.pretraining.masking_vocab import MaskingVocab
+from tests.data import original_recipe as orig
 from tests.numerics import assert_equal
 
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
