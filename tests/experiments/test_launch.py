@@ -16,7 +16,7 @@ import pytest
 from bert_jax.experiments import launch
 from bert_jax.experiments.tpu_slices import Slice
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOSTILE = "--config.name=x'; rm -rf / #"
 MAIN = ["python", "-m", "bert_jax.main", "--config=configs/pretrain.py:model=base"]
 WORKDIR = "--workdir=gs://my-bucket/runs/base"

@@ -22,7 +22,7 @@ from bert_jax.experiments.paper_numbers import GLUE_AVERAGE
 from tests.numerics import assert_close, assert_equal
 from tests.tasks import tiny_runs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # MRPC dev F1 per learning rate and seed (fractions, as the trainer writes them).

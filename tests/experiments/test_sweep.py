@@ -18,7 +18,7 @@ from bert_jax.experiments import sweep
 from tests.cli_env import cli_env
 from tests.numerics import assert_close
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GLUE = str(REPO / "configs" / "glue.py")
 
 

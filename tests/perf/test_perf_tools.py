@@ -16,7 +16,7 @@ from bert_jax.perf import aot, bench_inputs
 from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:

@@ -29,7 +29,7 @@ from tests.numerics import assert_close, max_abs_diff
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-5  # the bound against the reference; measured ~3e-7
 ACCENTS = "Angela Merkel visited Zürich's café — naïvely, in 2019!"
 

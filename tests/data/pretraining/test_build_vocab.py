@@ -11,7 +11,7 @@ import pytest
 from bert_jax.data.pretraining import build_vocab, corpus, embedded_corpus
 from bert_jax.tokenizers.wordpiece import BertTokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HELD_OUT = 20  # Embedded-corpus documents kept out of training.
 
 

@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from tests import train_data
 from tests.data import original_recipe as orig
 from tests.numerics import assert_equal
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(Path(__file__).resolve().parents[3])
 L, P = 128, 20  # max_seq_length, max_predictions_per_seq
 
 

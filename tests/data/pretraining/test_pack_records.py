@@ -14,7 +14,7 @@ from bert_jax.data.pretraining import records as pretraining_records
 from tests import train_data
 from tests.numerics import assert_close, assert_equal
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SEQ, PRED = 32, 5
 
 
