@@ -56,7 +56,7 @@ def test_helpers_still_compare_finite_numbers():
 def test_the_parity_comparison_fails_on_an_injected_nan():
     """test_pretrained.py's comparison of model outputs, with one NaN put into each
     compared output in turn (at a random position): it must fail every time."""
-    from tests import test_pretrained
+    from tests.checkpoints import test_pretrained
 
     rng = np.random.default_rng(1)
     mask = np.ones((3, 16), np.int64)
