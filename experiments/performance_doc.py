@@ -391,6 +391,44 @@ def compare_section(rows: list[dict]) -> list[str]:
     return out + ["", *_commands(rows)]
 
 
+# Changes to the model measured before and after (`opt/<name>`: the base run at the
+# commit before the change, the named run after; experiments/performance_runs.sh).
+MODEL_CHANGES = {
+    "one-bert": "one model on every platform: the CPU-only paths of the model (dense "
+    "layers on rows, 16-bit dropout masks, vocabulary-major MLM logits) removed, flax's "
+    "nn.Dropout everywhere",
+}
+
+
+def model_changes_section(rows: list[dict]) -> list[str]:
+    """Each model change: bert_jax's step before and after, HF side by side in both."""
+    out = []
+    for name, what in MODEL_CHANGES.items():
+        group = [r for r in rows if r["label"].split("/")[1] == name]
+        base = next((r for r in group if r["variant"] == "base"), None)
+        if base is None:
+            continue
+        out += [
+            f"**{name}**: {what}. {_model(base)}, {base['task']} {base['mode']}, "
+            f"{_shape(base)}, {base['dtype']}:",
+            "",
+            "| run | bert_jax ms/step | vs before | HF ms/step | bert_jax / HF | MFU |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in group:
+            change = r["step_time_s"] / base["step_time_s"] - 1
+            hf = r.get("hf_step_time_s")
+            ratio = f"{hf / r['step_time_s']:.2f}x" if hf else "-"
+            out.append(
+                f"| {'before' if r is base else 'after'} | {_ms(r['step_time_s'])} | "
+                f"{'' if r is base else f'{change:+.1%}'} | {_ms(hf) if hf else '-'} | "
+                f"{ratio} | {r['mfu']:.1%} |"
+            )
+        out += ["", *_commands(group, lambda r: "before" if r["variant"] == "base" else "after")]
+        out.append("")
+    return out
+
+
 def settings_section(rows: list[dict]) -> list[str]:
     """The CPU process settings, each measured without (before) and with (after)."""
     groups: dict[str, list[dict]] = {}
@@ -616,6 +654,12 @@ def render(results: Path) -> tuple[list[str], dict]:
         "runs, back to back.",
         "",
         *settings_section(opt),
+        "### Model changes, before and after",
+        "",
+        "The run before a change is measured on the code before it, in a worktree "
+        "(`experiments/performance_runs.sh`); HF's step is timed beside each.",
+        "",
+        *(model_changes_section(opt) or ["None measured on this machine."]),
         "### Where a CPU step's time goes",
         "",
         "`python -m bert_jax.perf.bench --profile` traces a few steps with XLA:CPU's "
