@@ -1,7 +1,7 @@
 """Checkpoint import/export parity against HF transformers (PyTorch) and the TF format.
 
 Every comparison is fp32 on batches with padding; the max abs differences
-measured here are quoted in the README.
+measured here are quoted in docs/model.md.
 """
 
 import dataclasses
