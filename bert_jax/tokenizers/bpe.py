@@ -87,12 +87,6 @@ class RobertaTokenizer(shared.PairEncoder):
         enc = self._tk.encode(text, add_special_tokens=False)
         return enc.tokens, list(enc.offsets)
 
-    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
-        return [self.vocab[t] for t in tokens]
-
-    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.inv_vocab[int(i)] for i in ids]
-
     def _encode_ids(
         self, a: list[int], b: list[int] | None, max_length: int | None
     ) -> dict[str, list[int]]:

@@ -66,11 +66,20 @@ def check_pairs(texts_a: Sequence[str], texts_b: Sequence[str] | None) -> None:
 
 
 class PairEncoder:
-    """`encode` and `encode_batch` of the family tokenizers, from their `_ids(texts)`
-    (pieces per text, no specials) and `_encode_ids(a, b, max_length)` (specials,
-    token types and HF's pair truncation, which differ per family)."""
+    """Token/id conversion, `encode` and `encode_batch` of the family tokenizers, from
+    their `vocab`/`inv_vocab`, `_ids(texts)` (pieces per text, no specials) and
+    `_encode_ids(a, b, max_length)` (specials, token types and HF's pair truncation,
+    which differ per family)."""
 
     pad_id: int
+    vocab: dict[str, int]
+    inv_vocab: dict[int, str]
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        return [self.vocab[t] for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self.inv_vocab[int(i)] for i in ids]
 
     def encode(
         self, text_a: str, text_b: str | None = None, max_length: int | None = None

@@ -158,12 +158,6 @@ class AlbertTokenizer(shared.PairEncoder):
         ids, offsets = self._ids_with_offsets(text)
         return self.convert_ids_to_tokens(ids), offsets
 
-    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
-        return [self.vocab[t] for t in tokens]
-
-    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.inv_vocab[int(i)] for i in ids]
-
     def _encode_ids(
         self, a: list[int], b: list[int] | None, max_length: int | None
     ) -> dict[str, list[int]]:
