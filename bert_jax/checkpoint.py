@@ -27,12 +27,14 @@ files are written by a background thread (so donating the state to the next
 step is safe). The next `save` or `wait`/`close` waits for the previous one.
 
 Faults (docs/reliability.md): `restore_latest` skips a newest checkpoint that
-lacks its commit marker or a file, or cannot be read (a truncated file),
-saying which directory and what is wrong, moves it to
-`<workdir>/bad_checkpoints/` and resumes from the previous one; it never
-starts over silently. A checkpoint of another model is refused
-(`CheckpointMismatchError`), and a failed save (a full disk) raises
-`CheckpointSaveError` naming the step and the intact checkpoint before it.
+lacks its commit marker or a file, whose files differ from the CRC-32 manifest
+written at save time (cut short, or bytes changed in place:
+`bert_jax.checkpoints.checksums`), or that cannot be read, saying which
+directory and what is wrong, moves it to `<workdir>/bad_checkpoints/` and
+resumes from the previous one; it never starts over silently. A checkpoint of
+another model is refused (`CheckpointMismatchError`), and a failed save (a
+full disk) raises `CheckpointSaveError` naming the step and the intact
+checkpoint before it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
+
+from bert_jax.checkpoints import checksums
 
 PyTree = Any
 
@@ -157,6 +161,13 @@ class Checkpointer:
             best_fn=best_fn,
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
+            # The checksum manifest goes into the step's directory on process 0 once
+            # every host's files are written, before orbax commits (renames) it.
+            async_options=(
+                ocp.AsyncOptions(post_finalization_callback=self._write_manifest)
+                if async_save
+                else None
+            ),
             cleanup_tmp_directories=True,  # half-written steps of a killed run
             # Nothing is created until the first save: a run that fails its
             # checks leaves no empty checkpoints/ behind.
@@ -170,6 +181,8 @@ class Checkpointer:
             self.directory, options=options, handler_registry=registry
         )
         self._pending: int | None = None  # the step of the async save in flight
+        self._writing: int | None = None  # the step `_write_manifest` is for
+        self._async = async_save
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -214,13 +227,24 @@ class Checkpointer:
             return False
         # An error of the previous (background) save surfaces here: name its step.
         self.wait()
+        self._writing = step
         try:
             started = self._manager.save(step, args=args, metrics=tracked, force=force)
+            if started and not self._async and jax.process_index() == 0:
+                checksums.write(self.directory / str(step))
         except Exception as e:
             raise self._save_error(step, e) from e
         if started:
             self._pending = step
         return started
+
+    def _write_manifest(self) -> None:
+        """orbax's post-finalization callback (process 0, background thread): every
+        host's files of step `_writing` are written, the directory not yet renamed."""
+        step = self._writing
+        tmp = [p for p in self.directory.glob(f"{step}.orbax-checkpoint-tmp*") if p.is_dir()]
+        # On GCS orbax writes the final directory directly (commit_success.txt commits it).
+        checksums.write(tmp[0] if len(tmp) == 1 else self.directory / str(step))
 
     def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
         cause, chain = error, []
@@ -304,10 +328,27 @@ class Checkpointer:
             return f"{', '.join(missing)} is missing"
         return None
 
+    def damage(self, step: int) -> str | None:
+        """What differs from the checksums written at save time (a file whose bytes
+        changed in place), or None; decided on process 0 for every host (it reads
+        every file once). A checkpoint saved without checksums passes, with a note."""
+        d = self.directory / str(step)
+        why = None
+        if jax.process_index() == 0:
+            if not checksums.has_manifest(d):
+                logging.info("checkpoint %s has no checksums (an older save): not verified", d)
+            why = checksums.problem(d)
+        if jax.process_count() > 1:
+            bad = multihost_utils.broadcast_one_to_all(np.int32(why is not None))
+            if bad and why is None:
+                why = "its files do not match their checksums (process 0 logs which)"
+        return why
+
     def restore_latest(self, abstract_state: PyTree) -> tuple[int, PyTree, Any]:
         """`(step, state, data_state)` of the newest usable checkpoint.
 
-        A checkpoint that is incomplete (`problem`) or cannot be read (a file cut
+        A checkpoint that is incomplete (`problem`), whose files differ from their
+        checksums (`damage`: bytes changed in place) or cannot be read (a file cut
         short, a corrupt manifest) is logged with its directory and what is wrong,
         moved to `<workdir>/bad_checkpoints/<step>` (so the resumed run can save
         that step again) and the previous one is tried.
@@ -319,7 +360,7 @@ class Checkpointer:
         """
         failures = []
         for step in sorted(self.all_steps(), reverse=True):
-            why = self.problem(step)
+            why = self.problem(step) or self.damage(step)
             if why is None:
                 try:
                     state, data_state = self.restore(abstract_state, step)

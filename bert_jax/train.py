@@ -16,8 +16,9 @@ import dataclasses
 import functools
 import json
 import signal
+import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,25 @@ from bert_jax.checkpoints import pretrained
 from bert_jax.data import progress
 from bert_jax.metrics_writer import MetricWriter
 from bert_jax.tasks.base import EvalResult, EvalSet, FrozenModel, Task
+
+
+class Stopped(Exception):
+    """`run` stopped at a SIGTERM (preemption) or Ctrl-C, its checkpoint saved and on disk.
+
+    Not a return: a caller (`bert_jax.main` exits 128 + signum, as a shell does)
+    must not take an interrupted run for a finished one.
+    """
+
+    def __init__(self, step: int, signum: int, workdir: str):
+        self.step, self.signum, self.workdir = step, signum, workdir
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}; checkpoint saved in {workdir}")
+
+    def exit(self, prog: str) -> NoReturn:
+        """Ends a command as a shell ends one killed by the signal (130 for SIGINT, 143
+        for SIGTERM), so `main && predict` stops; one stderr line says how to resume."""
+        print(f"{prog}: {self}; rerun the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(128 + self.signum)
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -400,6 +420,10 @@ def run(
 
     Returns:
       (final TrainState, final eval metrics dict).
+
+    Raises:
+      Stopped: a SIGTERM or Ctrl-C arrived; the step reached is saved (the
+        checkpointer closed) and a rerun resumes from it.
     """
     start = time.time()
     # --- Setup: everything checked before anything is written ----------
@@ -408,10 +432,15 @@ def run(
     model = task.model()
     mesh = sharding.make_mesh(config.mesh_shape, config.dcn_mesh_shape, devices)
     config_checks.check_fits(config, mesh, model.config)  # before any state exists
-    workdir_config.check_writable(workdir)
-    wd = epath.Path(workdir)
+    workdir_config.check_writable(workdir)  # leaves the disk as it was
+    # The data, read and checked before the workdir exists: a bad file leaves nothing.
     train_source = task.train_source(jax.process_index(), jax.process_count())
+    eval_sets = task.eval_sets(jax.process_index(), jax.process_count())
     config = workdir_config.resolve_steps(config, train_source.num_examples)
+    tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    # Made now, and removed again if the setup fails before config.json is written.
+    new_workdir = workdir_config.NewWorkdir(workdir)
+    wd = epath.Path(workdir)
     ckpt = checkpoint.Checkpointer(
         wd,
         every=config.checkpoint_every,
@@ -421,13 +450,17 @@ def run(
     )
     resumed = ckpt.latest_step()
     changes = workdir_config.check_resume(wd, config, resumed, allow_config_changes)
-    tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     batch_sh = sharding.batch_sharding(mesh)
 
     # SIGTERM (preemption) and a first Ctrl-C save and stop at the next step;
     # the guard outlives the checkpointer, whose close waits for the last save.
     stop_signals = (signal.SIGTERM, signal.SIGINT)
-    with checkpoint.PreemptionGuard(stop_signals) as guard, ckpt, sharding.activate(mesh):
+    with (
+        new_workdir,
+        checkpoint.PreemptionGuard(stop_signals) as guard,
+        ckpt,
+        sharding.activate(mesh),
+    ):
         # --- State: restore, or fresh (+ pretrained weights) ------------
         rng = seed_key(config)
         dummy = task.model_inputs(task.dummy_batch())
@@ -454,7 +487,7 @@ def run(
         if jax.process_index() == 0:
             workdir_config.write(wd, config, changes, resumed or 0)
             write_task_info(wd, task, model)
-        eval_sets = task.eval_sets(jax.process_index(), jax.process_count())
+        new_workdir.keep()  # the run's record from here on, whatever happens
 
         # --- Compiled functions ------------------------------------------
         accum = config.optimizer.grad_accum_steps
@@ -534,11 +567,13 @@ def run(
                 if stopped:
                     logging.warning("preemption signal: saved step %d, exiting", step)
                     break
-            if stopped:
-                return state, last_metrics
-            # --- End: final eval, checkpoint, outputs -----------------------
-            last_metrics, files = run_eval(step)
-            save(step, last_metrics or None, force=True)  # skipped if this step is saved
+            if not stopped:
+                # --- End: final eval, checkpoint, outputs -------------------
+                last_metrics, files = run_eval(step)
+                save(step, last_metrics or None, force=True)  # skipped if this step is saved
+    if stopped:  # raised only now: the checkpointer has closed, the save is on disk
+        # A host that got no signal itself stops because another host did.
+        raise Stopped(step, guard.signum or signal.SIGTERM, workdir)
     if jax.process_index() == 0:
         for name, text in files.items():
             (wd / name).write_text(text)

@@ -11,6 +11,7 @@
   appended to config_changes.jsonl.
 * A finished workdir (its final checkpoint and results.json) run again with
   the same config is not trained, evaluated or rewritten.
+* A run whose setup fails leaves no workdir it made (`NewWorkdir`).
 """
 
 from __future__ import annotations
@@ -49,9 +50,28 @@ SAFE_CHANGES = (
 )
 
 
-def check_writable(workdir: str) -> None:
-    """The workdir exists (made if needed) and this host can write to it."""
+def check_writable(workdir: str, keep: bool = False) -> epath.Path | None:
+    """This host can make the workdir (if needed) and write to it.
+
+    Args:
+      workdir: the folder.
+      keep: keep the folders made; else they are removed again, so that the
+        check leaves the disk as it was (`train.run` checks first, then reads
+        its data, and only then makes the workdir: `NewWorkdir`).
+
+    Returns:
+      The outermost folder this call made (the workdir, or the first of its
+      parents that did not exist), or None where the workdir existed.
+    """
     wd = epath.Path(workdir)
+    made = None
+    for folder in [wd, *wd.parents]:
+        if folder.exists():
+            break
+        made = folder
+    # Several hosts share one workdir: every host looks before any host makes
+    # it, and none removes it while another still writes its probe.
+    _sync_hosts("bert_jax workdir looked at")
     try:
         wd.mkdir(parents=True, exist_ok=True)
         probe = wd / f".write_probe_{jax.process_index()}"
@@ -59,6 +79,53 @@ def check_writable(workdir: str) -> None:
         probe.unlink()
     except OSError as e:
         raise ValueError(f"workdir {workdir} is not writable ({e})") from e
+    _sync_hosts("bert_jax workdir probed")
+    if made is not None and not keep:
+        _remove(made)
+    return made
+
+
+def _sync_hosts(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _remove(folder: epath.Path) -> None:
+    # On a shared disk other hosts remove the same folder at the same time.
+    try:
+        folder.rmtree(missing_ok=True)
+    except OSError:
+        if folder.exists():
+            raise
+
+
+class NewWorkdir:
+    """The workdir, made (`check_writable`) and removed again if the setup fails.
+
+    A run whose setup fails (its data, its init checkpoint, its optimizer)
+    leaves no workdir it made, nor the parent folders it made for it; call
+    `keep()` once the run has written its config: from then on the workdir is
+    the run's record and stays whatever happens. A workdir that existed before
+    is never removed, nor any file in it.
+    """
+
+    def __init__(self, workdir: str):
+        self._made = check_writable(workdir, keep=True)
+        self._keep = False
+
+    def keep(self) -> None:
+        self._keep = True
+
+    def __enter__(self) -> NewWorkdir:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        failed = kind is not None and self._made is not None and not self._keep
+        if failed and jax.process_index() == 0:  # one remover of a shared (gs://) folder
+            logging.info("setup failed: removing %s, which this run made", self._made)
+            _remove(self._made)
 
 
 def resolve_steps(

@@ -1,10 +1,13 @@
 """The one way tests compare numbers: every helper fails on NaN or inf on either side.
 
 numpy's `assert_allclose`/`assert_array_equal` take NaN == NaN (so two runs
-that both diverged "match"), and Python's `max` skips a NaN that is not
-first; these helpers check that every value is finite before comparing, in
-the whole arrays (masked-out positions included), so a NaN anywhere fails.
-`tests/test_numerics.py` checks them, and that no test compares otherwise.
+that both diverged "match"); `np.allclose`/`isclose`/`array_equal` answer
+False on NaN (so `assert not np.allclose(a, b)`, "the outputs differ", passes
+when a run diverged); Python's `max` skips a NaN that is not first. These
+helpers check that every value is finite before comparing, in the whole
+arrays (masked-out positions included), so a NaN anywhere fails; an
+assertion that values differ goes through `assert_differ`.
+`tests/test_suite_rules.py` checks them, and that no test compares otherwise.
 """
 
 from __future__ import annotations
@@ -57,6 +60,38 @@ def max_abs_diff(actual, desired, where=None) -> float:
     if where is not None:
         diff = np.where(np.broadcast_to(np.asarray(where, bool), diff.shape), diff, 0.0)
     return float(diff.max()) if diff.size else 0.0
+
+
+def all_close(actual, desired, *, rtol: float = 1e-7, atol: float = 0.0) -> bool:
+    """Whether `np.allclose` holds (same shapes), failing on a non-finite value instead
+    of answering False; for a test that counts or branches on closeness."""
+    a, d = _arrays(actual, desired, "all_close")
+    if a.shape != d.shape:
+        raise AssertionError(f"all_close: shapes differ: {a.shape} vs {d.shape}")
+    return bool(np.allclose(a, d, rtol=rtol, atol=atol))
+
+
+def all_equal(actual, desired) -> bool:
+    """Whether two arrays have the same shape and values (`np.array_equal`), failing on
+    a non-finite value instead of answering False."""
+    a, d = _arrays(actual, desired, "all_equal")
+    return bool(np.array_equal(a, d))
+
+
+def assert_differ(actual, desired, *, atol: float = 0.0, err_msg: str = "") -> float:
+    """max |actual - desired| > atol, with both sides finite: NaN or inf fails rather
+    than counting as a difference. `desired` may be a scalar (differs from 0: not
+    all zero). Returns the largest difference."""
+    d = np.asarray(desired)
+    if d.ndim == 0:
+        d = np.broadcast_to(d, np.shape(actual))
+    gap = max_abs_diff(actual, d)  # fails on a non-finite value on either side
+    if not gap > atol:
+        raise AssertionError(
+            f"{err_msg + ': ' if err_msg else ''}values do not differ: max |diff| {gap:.3g} "
+            f"<= {atol:.3g}"
+        )
+    return gap
 
 
 def assert_trees_close(actual: Any, desired: Any, *, rtol: float = 1e-7, atol: float = 0.0):

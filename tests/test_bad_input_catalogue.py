@@ -9,13 +9,14 @@ behind; docs/bad_input.md lists every case with its message.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from bert_jax.data import conll, glue, squad, text_classification
 from bert_jax.data.pretraining import corpus
 from bert_jax.tokenizers.wordpiece import BertTokenizer
-from tests.bad_input_cases import Case, check, vocab_file, write
+from tests.bad_input_cases import Case, check, snapshot, vocab_file, write
 
 SST2 = "sentence\tlabel\n"
 
@@ -322,3 +323,44 @@ def test_squad_evaluation_names_a_truncated_file(bad, tmp_path, capsys):
     assert info.value.code == 2
     assert f"error: {path}: not valid JSON (" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev-v1.1.json", "predictions.json"]
+
+
+def test_create_pretraining_data_failing_midway_leaves_no_temporary_shard(tmp_path, monkeypatch):
+    """`create_pretraining_data.run` stopped by an error on a later input (its first
+    block already in the temporary shard): no temporary file, no output, no output
+    folder left. The command stopped by SIGTERM: tests/test_bad_input_cli.py."""
+    import contextlib
+    import os
+
+    from bert_jax.data import files
+    from bert_jax.data.pretraining import create_pretraining_data as cpd
+    from bert_jax.data.pretraining import instances
+
+    good = write(tmp_path / "a.txt", "The film is good .\nIt was bad .\n\n" * 4)
+    bad = write(tmp_path / "b.txt", b"The film .\n\nIt was caf\xe9 .\n")
+    vocab = vocab_file(tmp_path)
+    before = snapshot(tmp_path)
+    open_temps = []  # the temporary shards that exist when the error comes
+    real = files.atomic_paths
+
+    @contextlib.contextmanager
+    def spy(paths):
+        with real(paths) as temps:
+            try:
+                yield temps
+            finally:
+                open_temps.extend(t for t in temps if os.path.getsize(t))
+
+    monkeypatch.setattr(cpd.files, "atomic_paths", spy)
+    recipe = instances.RecipeConfig(max_seq_length=16, max_predictions_per_seq=2, dupe_factor=1)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(bad))}:3: not UTF-8"):
+        cpd.run(
+            [str(good), str(bad)],
+            [str(tmp_path / "out" / "train.tfrecord")],
+            str(vocab),
+            recipe,
+            num_workers=1,
+            docs_per_block=1,
+        )
+    assert open_temps, "the error came before any record was written: nothing to clean"
+    assert snapshot(tmp_path) == before

@@ -17,7 +17,6 @@ import pathlib
 import re
 import shutil
 import sys
-import time
 
 import jax
 import numpy as np
@@ -29,7 +28,15 @@ from bert_jax.models.bert import BertConfig
 from bert_jax.models.heads import BertForPreTraining
 from bert_jax.tools import embed, predict
 from tests import train_data
-from tests.bad_input_cases import VOCAB, Case, check, snapshot, vocab_file, write
+from tests.bad_input_cases import (
+    VOCAB,
+    Case,
+    check,
+    count_compiles,
+    snapshot,
+    vocab_file,
+    write,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = BertConfig(
@@ -42,7 +49,8 @@ TINY = BertConfig(
 )
 
 
-@pytest.fixture(scope="module")
+# Session scope: tests/test_bad_input_cli.py runs the same cases through the commands.
+@pytest.fixture(scope="session")
 def sources(tmp_path_factory):
     """One tiny BertForPreTraining as an HF directory, a bert_jax checkpoint and an
     original TF release (the cases copy one and break the copy)."""
@@ -273,8 +281,33 @@ def _use(sources):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
 def test_bad_checkpoint_fails_naming_the_file(case, tmp_path, _use):
-    check(CHECKPOINT_CASES[case], tmp_path)
+    check(CHECKPOINT_CASES[case], tmp_path, compiles=case in COMPILES_BEFORE_REFUSING)
     assert not (tmp_path / "MARKER").exists()
+
+
+# Known gaps: refused, but only after JAX ran something.
+COMPILES_BEFORE_REFUSING = {
+    "hf_tensor_of_wrong_shape": (
+        "pretrained.load converts the HF tensors with jnp ops (broadcast_in_dim, "
+        "convert_element_type) before it compares their shapes with the model's; comparing "
+        "the safetensors header's shapes first would fix it"
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Not strict: in process, an earlier test may have compiled the same small
+        # ops (then nothing is counted); tests/test_bad_input_cli.py's fresh process
+        # checks it strictly.
+        pytest.param(n, marks=pytest.mark.xfail(reason=COMPILES_BEFORE_REFUSING[n], strict=False))
+        for n in COMPILES_BEFORE_REFUSING
+    ],
+)
+def test_known_gaps_refuse_before_any_compute(case, tmp_path, _use):
+    check(CHECKPOINT_CASES[case], tmp_path)
 
 
 def test_a_pytorch_model_bin_is_never_unpickled_beyond_tensors(tmp_path, sources):
@@ -318,13 +351,26 @@ def _glue_config(**values):
     return train_data.set_values(c, values, new_keys=True)
 
 
-def _train(workdir=None, **values):
+def _train(workdir=None, files=None, **values):
+    """train.run on the tiny SST-2 config with `values` set ("{tmp}" in a string value
+    is the case's folder) and `files` ({relative path: text}) written first."""
+
     def make(tmp):
         wd = workdir(tmp) if workdir else tmp / "run"
-        config = _glue_config(**{"data.vocab_file": str(vocab_file(tmp)), **values})
+        for name, text in (files or {}).items():
+            write(tmp / name, text)
+        values_here = {
+            k: v.replace("{tmp}", str(tmp)) if isinstance(v, str) else v for k, v in values.items()
+        }
+        config = _glue_config(**{"data.vocab_file": str(vocab_file(tmp)), **values_here})
         return lambda: train.run(config, str(wd)), wd
 
     return make
+
+
+def _existing_workdir(tmp):
+    """A workdir made before the run, with a file of its own (the case keeps both)."""
+    return write(tmp / "run" / "notes.txt", "mine\n").parent
 
 
 def _read_only(tmp):
@@ -336,6 +382,17 @@ def _read_only(tmp):
     ro.chmod(0o555)
     return ro / "run"
 
+
+# Spellings users write, and the name the refusal tells them to write instead.
+DTYPE_ALIASES = {
+    "bf16": "bfloat16",
+    "fp32": "float32",
+    "fp16": "float16",
+    "half": "float16",
+    "torch.bfloat16": "bfloat16",
+    "jnp.bfloat16": "bfloat16",
+    "BFloat16": "bfloat16",
+}
 
 CONFIG_CASES = {
     "config_log_every_zero": Case(
@@ -363,6 +420,100 @@ CONFIG_CASES = {
     "config_workdir_on_a_read_only_path": Case(
         _train(workdir=_read_only), ValueError, r"workdir {path} is not writable"
     ),
+    # Numeric values out of range: refused naming the key, the value and the range.
+    "config_eval_batch_size_zero": Case(
+        _train(eval_batch_size=0),
+        ValueError,
+        r"config key eval_batch_size=0: must be an integer >= 1",
+    ),
+    "config_learning_rate_negative": Case(
+        _train(**{"optimizer.learning_rate": -1e-3}),
+        ValueError,
+        r"config key optimizer.learning_rate=-0.001: must be a number >= 0",
+    ),
+    "config_warmup_proportion_above_one": Case(
+        _train(**{"optimizer.warmup_proportion": 1.5}),
+        ValueError,
+        r"config key optimizer.warmup_proportion=1.5: must be a number in \[0, 1\]",
+    ),
+    "config_hidden_dropout_one": Case(
+        _train(**{"model.hidden_dropout": 1.0}),
+        ValueError,
+        r"config key model.hidden_dropout=1.0: must be a number in \[0, 1\)",
+    ),
+    "config_grad_accum_steps_zero": Case(
+        _train(**{"optimizer.grad_accum_steps": 0}),
+        ValueError,
+        r"config key optimizer.grad_accum_steps=0: must be an integer >= 1",
+    ),
+    "config_num_layers_zero": Case(
+        _train(**{"model.num_layers": 0}),
+        ValueError,
+        r"config key model.num_layers=0: must be an integer >= 1",
+    ),
+    "config_hidden_size_not_divisible_by_heads": Case(
+        _train(**{"model.hidden_size": 100, "model.num_heads": 3}),
+        ValueError,
+        r"config keys model.hidden_size=100 and model.num_heads=3: hidden_size must be a "
+        r"multiple of num_heads",
+    ),
+    "config_max_seq_length_one": Case(
+        _train(max_seq_length=1),
+        ValueError,
+        r"config key max_seq_length=1: must be an integer >= 2",
+    ),
+    "config_num_train_epochs_negative": Case(
+        _train(num_train_steps=None, num_train_epochs=-3.0),
+        ValueError,
+        r"config key num_train_epochs=-3.0: must be a number > 0",
+    ),
+    "config_keep_checkpoints_zero": Case(
+        _train(keep_checkpoints=0),
+        ValueError,
+        r"config key keep_checkpoints=0: must be an integer >= 1",
+    ),
+    "config_dcn_mesh_shape_with_zero": Case(
+        _train(dcn_mesh_shape=(1, 0, 1)), ValueError, r"config key dcn_mesh_shape=\(1, 0, 1\)"
+    ),
+    # dtypes as users spell them: one name per dtype; an alias is answered with it.
+    **{
+        f"config_dtype_{alias.replace('.', '_')}": Case(
+            _train(**{"model.dtype": alias}),
+            ValueError,
+            rf"config key model.dtype='{re.escape(alias)}': must be one of "
+            rf"\['float32', 'bfloat16', 'float16'\] \(for '{re.escape(alias)}' write '{name}'\)",
+        )
+        for alias, name in DTYPE_ALIASES.items()
+    },
+    "config_param_dtype_unknown": Case(
+        _train(**{"model.param_dtype": "float8"}),
+        ValueError,
+        r"config key model.param_dtype='float8': must be one of \['float32', 'bfloat16', "
+        r"'float16'\]$",
+    ),
+    # A run that fails on its data leaves no workdir, and an existing one as it was.
+    "config_data_dir_missing": Case(
+        _train(**{"data.data_dir": "/nonexistent/glue"}),
+        FileNotFoundError,
+        r"/nonexistent/glue/SST-2/train.tsv",
+    ),
+    "config_data_dir_with_a_bad_tsv": Case(
+        _train(**{"data.data_dir": "{tmp}"}, files={"SST-2/train.tsv": "sentence\tlabel\nok\t9\n"}),
+        ValueError,
+        r"SST-2/train.tsv:2: label '9' is not one of",
+    ),
+    "config_bad_dev_tsv_with_an_existing_workdir": Case(
+        _train(
+            workdir=_existing_workdir,
+            **{"data.data_dir": "{tmp}"},
+            files={
+                "SST-2/train.tsv": "sentence\tlabel\n" + "good .\t1\n" * 16,
+                "SST-2/dev.tsv": "sentence\tlabel\ngood .\t1\tbad\n",
+            },
+        ),
+        ValueError,
+        r"SST-2/dev.tsv:2: expected 2 tab-separated columns, found 3",
+    ),
     "config_file_without_get_config": Case(
         lambda tmp: (lambda: configs.load(str(tmp / "c.py")), write(tmp / "c.py", "x = 1\n")),
         AttributeError,
@@ -373,10 +524,69 @@ CONFIG_CASES = {
 
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_bad_config_fails_before_any_compute_naming_the_key(case, tmp_path):
-    start = time.monotonic()
+    # `check` also counts compilations: none may happen before the refusal.
     check(CONFIG_CASES[case], tmp_path)
-    assert not (tmp_path / "run").exists()
-    assert time.monotonic() - start < 20  # refused before compiling anything
+    if case == "config_bad_dev_tsv_with_an_existing_workdir":
+        assert os.listdir(tmp_path / "run") == ["notes.txt"]
+    else:
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_setup_failure_after_the_workdir_was_made_removes_it(tmp_path, sources):
+    """An init_checkpoint whose tensors do not fit fails once the state exists (after
+    the workdir was made): the workdir goes again, with the parent it made."""
+    ckpt = tmp_path / "hf"
+    shutil.copytree(sources / "hf", ckpt)
+    _resave_safetensors(lambda t: t.update({"bert.pooler.dense.bias": np.zeros(7, np.float32)}))(
+        ckpt
+    )
+    values = {"init_checkpoint": str(ckpt), "model.size": "", "max_seq_length": 16}
+    values |= {"train_batch_size": 8, "eval_batch_size": 8, "data.data_dir": str(tmp_path)}
+    config = _glue_config(**{"data.vocab_file": str(ckpt / "vocab.txt"), **values})
+    write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel\n" + "good .\t1\n" * 8)
+    write(tmp_path / "SST-2" / "dev.tsv", "sentence\tlabel\ngood .\t1\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(pretrained.CheckpointError, match="bert.pooler.dense.bias"):
+        train.run(config, str(tmp_path / "new" / "run"))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_each_dtype_name_is_accepted(dtype):
+    """The names DTYPES lists pass the check (the aliases above are refused)."""
+    from bert_jax import config_checks
+
+    config_checks.check(_glue_config(**{"model.dtype": dtype, "model.param_dtype": dtype}))
+
+
+def test_every_config_passes_its_own_checks():
+    """The ranges refuse no value the repository's configs set."""
+    from bert_jax import config_checks
+
+    specs = [
+        "glue.py:task=sst2",
+        "glue.py:task=stsb,tiny",
+        "pretrain.py",
+        "pretrain.py:recipe=albert",
+        "pretrain.py:recipe=mlperf,phase=2",
+        "pretrain.py:recipe=roberta,tiny",
+        "squad.py:version=2.0",
+        "ner.py:tiny",
+        "swag.py",
+        "classify.py:imdb",
+        "distill.py",
+        "distill.py:task=glue,tiny",
+    ]
+    for spec in specs:
+        config_checks.check(configs.load(f"{REPO / 'configs' / spec}"))
+
+
+def test_the_compile_count_sees_a_compile():
+    """What `check` asserts is empty does count a program compiled in the block."""
+    with count_compiles() as compiled:
+        jax.jit(lambda x: x * 3 + 1)(np.arange(5.0))
+    assert compiled
 
 
 def test_a_misspelled_config_override_is_refused_naming_the_key():

@@ -1,5 +1,6 @@
 """Checkpointer and PreemptionGuard on CPU: a tiny train state, real orbax, tmp dirs."""
 
+import logging
 import os
 import signal
 
@@ -14,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_jax import checkpoint
+from bert_jax.checkpoints import checksums
 from tests.numerics import assert_equal
 
 
@@ -216,6 +218,50 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
         ckpt.wait()
         assert list(ckpt.all_steps()) == [3, 7]
     assert not partial.exists()
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_bytes_changed_in_place_are_caught_by_checksums(tmp_path, caplog, async_save):
+    with checkpoint.Checkpointer(tmp_path, every=1, async_save=async_save) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, make_state(step), {"position": step})
+    step_dir = tmp_path / "checkpoints" / "2"
+    assert checksums.problem(step_dir) is None  # the manifest matches the committed files
+    # The largest array data file (orbax's OCDBT `ocdbt.process_*/d/`): a change there
+    # is read back silently; one in the metadata files fails to parse anyway.
+    data = max(
+        (p for p in (step_dir / "state").rglob("ocdbt.process_*/d/*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    size = data.stat().st_size
+    with open(data, "r+b") as f:  # one byte, size unchanged
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    ckpt = checkpoint.Checkpointer(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        step, state, data_state = ckpt.restore_latest(sharded_target(make_state()))
+    assert (step, data_state) == (1, {"position": 1})
+    assert_trees_equal(state, make_state(1))
+    name = data.relative_to(step_dir)
+    assert f"checkpoint {step_dir} is unusable: {name} does not match its checksum" in caplog.text
+    assert (tmp_path / "bad_checkpoints" / "2").is_dir() and not step_dir.exists()
+
+
+def test_checkpoint_without_checksums_restores_with_a_note(tmp_path, caplog):
+    """A checkpoint written before checksums existed: restored, not verified, said so."""
+    with checkpoint.Checkpointer(tmp_path, every=1) as ckpt:
+        ckpt.save(1, make_state(1), {})
+    step_dir = tmp_path / "checkpoints" / "1"
+    (step_dir / checksums.MANIFEST).unlink()
+    with caplog.at_level(logging.INFO):
+        step, state, _ = checkpoint.Checkpointer(tmp_path).restore_latest(
+            sharded_target(make_state())
+        )
+    assert step == 1
+    assert_trees_equal(state, make_state(1))
+    assert f"checkpoint {step_dir} has no checksums (an older save): not verified" in caplog.text
 
 
 def test_shape_mismatch_names_path_and_shapes(tmp_path):

@@ -3,7 +3,11 @@
 One 4-step run (checkpoints at steps 2 and 4) is the reference. Its newest
 checkpoint is then cut short, loses a file, or loses its commit marker: the
 rerun says which directory and what is wrong, sets it aside, resumes from
-step 2 (not from scratch) and ends bitwise where the reference did. A
+step 2 (not from scratch) and ends bitwise where the reference did. So too
+when bytes of its parameter data are overwritten in place, every size
+unchanged (the checksums written at save time catch it); `pretrained.load`,
+`predict` and `embed` refuse such a workdir in one line naming the checkpoint
+and the previous good step. A
 checkpoint of another model is refused naming the first mismatching tensor
 and both shapes; a full disk during a save fails the run with a message
 naming the step and leaves the previous checkpoint intact.
@@ -13,6 +17,8 @@ import errno
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -21,7 +27,9 @@ import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from bert_jax import checkpoint, optim, sharding, tasks, train
+from bert_jax.checkpoints import pretrained
 from tests import train_data
+from tests.cli_env import cli_env
 from tests.numerics import assert_equal
 
 STEPS = 4
@@ -73,21 +81,43 @@ def _copy(reference, tmp_path) -> Path:
     return wd
 
 
+def _size(p: Path) -> int:
+    return p.stat().st_size
+
+
 def _largest_file(d: Path) -> Path:
-    return max((p for p in d.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    return max((p for p in d.rglob("*") if p.is_file()), key=_size)
 
 
+# What the log says: the checksum manifest names the file and its saved size (a
+# checkpoint without one, saved before checksums existed, "cannot be read").
 def _truncate(step_dir: Path) -> str:
     f = _largest_file(step_dir / "state")
     size = f.stat().st_size
     with open(f, "r+b") as fh:
         fh.truncate(size // 2)
-    return "it cannot be read"
+    return f"{f.relative_to(step_dir)} has {size // 2} bytes, {size} when saved"
 
 
 def _delete(step_dir: Path) -> str:
-    _largest_file(step_dir / "state").unlink()
-    return "it cannot be read"
+    f = _largest_file(step_dir / "state")
+    f.unlink()
+    return f"{f.relative_to(step_dir)} is missing"
+
+
+def _flip(step_dir: Path) -> str:
+    """Overwrites 64 bytes in the middle of the largest array data file (orbax's OCDBT
+    `ocdbt.process_*/d/`) with 0xff (NaN as float32), its size unchanged: orbax reads
+    it back without an error."""
+    f = max(
+        (p for p in (step_dir / "state").rglob("ocdbt.process_*/d/*") if p.is_file()), key=_size
+    )
+    size = f.stat().st_size
+    with open(f, "r+b") as fh:
+        fh.seek(size // 2 // 4 * 4)
+        fh.write(b"\xff" * 64)
+    assert f.stat().st_size == size
+    return f"{f.relative_to(step_dir)} does not match its checksum"
 
 
 def _uncommit(step_dir: Path) -> str:
@@ -98,7 +128,9 @@ def _uncommit(step_dir: Path) -> str:
 # A restore that fails on a deleted file leaves orbax's read coroutines for the
 # other arrays unawaited; Python reports each one when it is collected.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("damage", [_truncate, _delete, _uncommit], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _delete, _uncommit, _flip], ids=lambda f: f.__name__[1:]
+)
 def test_damaged_newest_checkpoint_falls_back(records, reference, tmp_path, caplog, damage):
     wd = _copy(reference, tmp_path)
     reason = damage(wd / "checkpoints" / str(STEPS))
@@ -114,6 +146,44 @@ def test_damaged_newest_checkpoint_falls_back(records, reference, tmp_path, capl
     for k, v in reference[2].items():
         assert_equal(_flat(state.opt_state)[k], v, err_msg=k)
     assert _steps(wd / "metrics.jsonl") == list(range(1, STEPS + 1))
+    assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir()) == [2, STEPS]
+
+
+def test_loading_a_workdir_with_a_damaged_newest_checkpoint_fails_in_one_line(
+    shared_data, reference, tmp_path
+):
+    wd = _copy(reference, tmp_path)
+    # The records' vocabulary, which embed looks for before it loads the model.
+    shutil.copy(shared_data / "vocab" / "bert-base-uncased" / "vocab.txt", wd / "vocab.txt")
+    why = _flip(wd / "checkpoints" / str(STEPS))
+    with pytest.raises(pretrained.CheckpointError) as error:
+        pretrained.load(wd)
+    text = str(error.value)
+    assert text.startswith(f"checkpoint {wd / 'checkpoints' / str(STEPS)} is damaged: {why}")
+    assert "its bytes changed on disk after the save" in text
+    assert text.endswith(
+        f"the previous good checkpoint is step 2 ({wd / 'checkpoints' / '2'}); rerun the "
+        f"training command on this workdir to set step {STEPS} aside and train again from step 2"
+    )
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("a [MASK] sentence\n")
+    out = tmp_path / "out.npy"
+    for prog, args in (
+        ("bert_jax.tools.predict", [f"--workdir={wd}", "--text=a [MASK] sentence"]),
+        (
+            "bert_jax.tools.embed",
+            [f"--checkpoint={wd}", f"--input={text_file}", f"--output={out}"],
+        ),
+    ):
+        cmd = [sys.executable, "-m", prog, *args]
+        got = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert got.returncode == 1, got.stderr[-3000:]
+        lines = got.stderr.strip().splitlines()
+        assert len(lines) == 1, got.stderr[-3000:]
+        assert lines[0].startswith(f"{prog}: error: checkpoint "), lines[0]
+        assert "is damaged" in lines[0] and "previous good checkpoint is step 2" in lines[0]
+    assert not out.exists()
+    # Nothing was moved: loading only reads.
     assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir()) == [2, STEPS]
 
 

@@ -4,7 +4,6 @@ Runs on the 8 host CPU devices that conftest.py asks XLA for.
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from bert_jax import checkpoint, configs, optim, sharding, tasks, train
 from bert_jax.data.pretraining import embedded as embedded_pretraining
 from bert_jax.data.pretraining import records as pretraining_records
 from bert_jax.tools.predict import Predictor
-from tests import train_data
+from tests import multihost, train_data
 from tests.cli_env import cli_env
 from tests.numerics import assert_close, assert_equal
 from tests.train_data import tiny_config
@@ -196,12 +195,6 @@ def _restore_params(workdir, config):
     return _flat(state.params)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one(records, tmp_path):
     """2 processes x 4 CPU devices (gloo collectives) == 1 process x 8 devices."""
     # Two data shards in both runs, so the global batches are the same.
@@ -211,29 +204,8 @@ def test_two_processes_match_one(records, tmp_path):
         "--config.log_every=1",
         "--config.data.num_shards=2",
     ]
-    port = _free_port()
     wd = tmp_path / "multi"
-    env = cli_env(4) | {"JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
-    procs = [
-        subprocess.Popen(
-            _main_cmd(wd, records, *extra)
-            + [
-                "--jax_distributed",
-                f"--coordinator_address=localhost:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=400)[0] for p in procs]
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out
+    multihost.finish(multihost.launch(_main_cmd(wd, records, *extra)))
     c = tiny_config(records, mesh_shape=(2, 2, 2), **{"data.num_shards": 2})
     c.model.num_heads, c.model.intermediate_size = None, None
     ref_state, _ = train.run(c, str(tmp_path / "single"))

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from bert_jax import sharding
+from bert_jax.checkpoints import checksums
 from bert_jax.checkpoints import formats as formats
 from bert_jax.checkpoints import names as names
 from bert_jax.checkpoints.formats import BERT_JAX_FILE, CheckpointError, detect_format
@@ -34,6 +35,8 @@ from bert_jax.models.bert import BertConfig, BertModel
 from bert_jax.models.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForTokenClassification,
 )
 
 # The layout files are written in: per-layer, vocab_size rows (any model loads them).
@@ -43,6 +46,7 @@ CANONICAL = {"scan_layers": False, "vocab_pad_multiple": 1}
 __all__ = [
     "CheckpointError",
     "LoadReport",
+    "check_workdir",
     "detect_format",
     "export_hf",
     "load",
@@ -71,9 +75,49 @@ def load(path: str | os.PathLike, **config_overrides: Any) -> tuple[nn.Module, d
       token_type_ids=..., attention_mask=..., deterministic=True)` returns
       the encoder dict (plus head outputs when the checkpoint has heads).
       Params are float32 numpy arrays.
+
+    Raises:
+      CheckpointError: among others, a training workdir whose newest checkpoint
+        is damaged (`check_workdir`).
     """
+    if formats.detect_format(path) == "workdir":
+        check_workdir(path)
     model, params = formats.read(path)
     return formats.with_overrides(model, params, config_overrides)
+
+
+def check_workdir(path: str | os.PathLike) -> None:
+    """Refuses a workdir whose newest checkpoint (the one `load` reads) is damaged.
+
+    Damaged as the trainer judges it: no commit marker, or files that differ
+    from the checksums written at save time (`bert_jax.checkpoints.checksums`).
+    The error names the checkpoint, what is wrong and the previous good step; it
+    does not load that one instead: the trainer, rerun on the workdir, sets the
+    damaged checkpoint aside and trains again from there, and a prediction from
+    an older model than the one asked for would pass unnoticed.
+    """
+    ckpt_dir = formats.checkpoint_dir(path) / "checkpoints"
+    if not ckpt_dir.is_dir():
+        return  # formats.read names what is missing
+    steps = sorted((int(c.name) for c in ckpt_dir.iterdir() if c.name.isdigit()), reverse=True)
+
+    def problem(step: int) -> str | None:
+        d = ckpt_dir / str(step)
+        if not (d / "commit_success.txt").exists():
+            return "it has no commit marker (commit_success.txt): its save never finished"
+        return checksums.problem(d)
+
+    if not steps or (why := problem(steps[0])) is None:
+        return
+    good = next((s for s in steps[1:] if problem(s) is None), None)
+    earlier = (
+        f"the previous good checkpoint is step {good} ({ckpt_dir / str(good)}); rerun "
+        f"the training command on this workdir to set step {steps[0]} aside and train "
+        f"again from step {good}"
+        if good is not None
+        else "no earlier checkpoint is good"
+    )
+    raise CheckpointError(f"checkpoint {ckpt_dir / str(steps[0])} is damaged: {why}; {earlier}")
 
 
 def load_config(path: str | os.PathLike) -> BertConfig:
@@ -399,7 +443,9 @@ def export_hf(
     family's classes: `AlbertForPreTraining` (MLM + SOP) or
     `AlbertForMaskedLM`, `RobertaForMaskedLM`, `DistilBertForMaskedLM`,
     `*ForSequenceClassification`, `*ForTokenClassification`,
-    `*ForQuestionAnswering`, `*Model`.
+    `*ForQuestionAnswering`, `*Model`. HF's token classification and
+    question answering classes have no pooler, so a pooler of those models is
+    not written (loaded back, they have `use_pooler=False`).
     """
     from safetensors.numpy import save_file
 
@@ -415,7 +461,15 @@ def export_hf(
             raise CheckpointError(f"HF {family} has no NSP head; this model has one")
     bare = isinstance(model, BertModel)
     tree = {"bert": params} if bare else params
-    entries = names.config_entries(model.config, family)
+    # HF's token classification and span QA classes have no pooler
+    # (add_pooling_layer=False, every family): an encoder fine-tuned from a
+    # checkpoint with one keeps it unused, and it is left out here.
+    pooler = model.config.use_pooler and not isinstance(
+        model, (BertForTokenClassification, BertForQuestionAnswering)
+    )
+    entries = names.encoder_entries(
+        model.config.num_layers, family, share_layers=model.config.share_layers, pooler=pooler
+    )
     head_table = names.head_entries(family)
     heads = names.head_names(tree)
     if not set(heads) <= set(head_table):

@@ -33,6 +33,7 @@ bad, so skipping them would only hide the mistake).
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -77,3 +78,33 @@ def command_errors(prog: str) -> Iterator[None]:
     except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
         logging.debug("bad input", exc_info=True)
         sys.exit(f"{prog}: error: {e}")
+
+
+@contextlib.contextmanager
+def interruptible(prog: str) -> Iterator[None]:
+    """Around a command that writes its outputs through `files.atomic_paths`:
+    SIGTERM (`kill`, a job scheduler) stops it as Ctrl-C does.
+
+    Either signal raises KeyboardInterrupt where the command is, so the
+    `atomic_paths` blocks it is in remove their temporary files (Python's
+    default SIGTERM ends the process at once and leaves them); the command
+    then exits with status 1 and `<prog>: error: interrupted by SIG...: no
+    output written`.
+    """
+    received = []
+
+    def stop(signum, frame):
+        del frame
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        logging.debug("interrupted", exc_info=True)
+        name = received[0] if received else "SIGINT"
+        sys.exit(f"{prog}: error: interrupted by {name}: no output written")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -15,7 +15,8 @@
 
     # Follow it again (Ctrl-C stops following, never the job); another worker: --worker=1.
     python -m bert_jax.experiments.launch logs --tpu=bert-v5p --zone=us-east5-a --tpu_type=v5p-16
-    # Stop the job (kill whatever holds the TPUs on every worker), keep the slice.
+    # Stop the job (SIGTERM: it checkpoints and exits; SIGKILL after --stop_timeout
+    # seconds), keep the slice; the same `run` command resumes it.
     python -m bert_jax.experiments.launch stop --tpu=bert-v5p --zone=us-east5-a --tpu_type=v5p-16
     # Give the slice back.
     python -m bert_jax.experiments.launch delete --tpu=bert-v5p --zone=us-east5-a --tpu_type=v5p-16
@@ -37,10 +38,10 @@ shell-quoted, one per line, and runs nothing. What each action runs:
   The TPU runtime images come with Ubuntu 22.04's Python 3.10 and bert_jax
   needs 3.11+, so the venv is made by uv with its own Python 3.12 (the
   workers need internet access for pip, as for any jax[tpu] install).
-* run: first, on every worker, kill the processes holding the TPU devices
-  (/dev/accel*, /dev/vfio/N) and remove /tmp/libtpu_lockfile: a crashed or
-  interrupted run leaves them behind and the next one fails with "TPU in
-  use". Then on every worker, in ~/bert_jax with the venv active, start the
+* run: first, on every worker, stop the processes holding the TPU devices
+  (/dev/accel*, /dev/vfio/N) as `stop` does and remove /tmp/libtpu_lockfile:
+  a crashed or interrupted run leaves them behind and the next one fails with
+  "TPU in use". Then on every worker, in ~/bert_jax with the venv active, start the
   command detached from the ssh session (SIGHUP ignored, output to
   ~/bert_jax_run.log), so a dropped connection never stops a run. Last,
   follow worker 0's log (`tail -F --pid`) until the job ends; the action
@@ -48,7 +49,10 @@ shell-quoted, one per line, and runs nothing. What each action runs:
   --jax_distributed on multi-host slices, whose --workdir must be on gs://
   (every worker writes to it). Each argument reaches the workers as one
   word (quoted with shlex): overrides are data, never shell code.
-* logs / stop: follow a worker's log; kill the job on every worker.
+* logs: follow a worker's log.
+* stop: on every worker, SIGTERM to the processes holding the TPUs (the
+  trainer checkpoints and exits, as on a preemption), up to --stop_timeout
+  seconds (default 180) for them to end, then SIGKILL for what is left.
 * delete: `queued-resources delete --force`, which deletes the TPU VMs too.
 
 Python: `Slice`, `create_commands`, `setup_commands`, `run_commands`,
@@ -68,6 +72,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from bert_jax import cli
 from bert_jax.experiments.tpu_slices import Slice
 
 __all__ = [
@@ -82,11 +87,15 @@ __all__ = [
     "wait_until_active",
 ]
 
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
+REPO_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout: bert_jax/experiments/..
 DEFAULT_LOG = "bert_jax_run.log"  # relative paths are under each worker's home
 REMOTE_CODE = "bert_jax"  # ~/bert_jax on each worker
 REMOTE_VENV = "bert_jax_venv"  # ~/bert_jax_venv
 VENV_PYTHON = "3.12"
+# Seconds `stop` (and `run`, for a job still running) leaves the trainer to
+# checkpoint after SIGTERM before SIGKILL: a BERT-large state (params and Adam
+# moments, ~4 GB) written to gs:// takes well under a minute.
+STOP_TIMEOUT_S = 180
 BAD_STATES = ("FAILED", "SUSPENDING", "SUSPENDED", "DELETING")
 
 
@@ -162,18 +171,37 @@ def _remote_path(path: str) -> str:
     return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
 
 
-def _clear_tpu() -> str:
-    """Shell: kill whatever holds this worker's TPUs; remove libtpu's lock file."""
+def _stop_tpu_holders(timeout_s: int) -> str:
+    """Shell: stop whatever holds this worker's TPUs; remove libtpu's lock file.
+
+    SIGTERM first: the trainer takes it as a preemption (it checkpoints and
+    exits, bert_jax.checkpoint.PreemptionGuard), so a stopped run resumes where
+    it stopped. What still runs after `timeout_s` seconds (a hung process, a
+    stale holder that ignores SIGTERM) gets SIGKILL. A zombie (`ps` state Z)
+    has exited: it holds nothing and is not waited for.
+    """
+    if timeout_s < 0:
+        raise ValueError(f"stop timeout {timeout_s}: a number of seconds, 0 or more")
+    alive = (
+        'alive=""; for p in $pids; do s=$(ps -o stat= -p "$p" 2>/dev/null || true); '
+        'case "$s" in ""|Z*) ;; *) alive="$alive $p";; esac; done'
+    )
     return (
         "pids=$(sudo lsof -t /dev/accel* /dev/vfio/[0-9]* 2>/dev/null | sort -u || true); "
-        'if [ -n "$pids" ]; then echo "$(hostname): killing TPU holders" $pids; '
-        "sudo kill -9 $pids; sleep 1; fi; sudo rm -f /tmp/libtpu_lockfile"
+        'if [ -n "$pids" ]; then echo "$(hostname): stopping TPU holders (SIGTERM)" $pids; '
+        f"sudo kill -TERM $pids 2>/dev/null || true; waited=0; {alive}; "
+        f'while [ -n "$alive" ] && [ "$waited" -lt {timeout_s} ]; do sleep 1; '
+        f"waited=$((waited + 1)); {alive}; done; "
+        'if [ -n "$alive" ]; then echo "$(hostname): still running after '
+        f'{timeout_s} s, killing (SIGKILL)" $alive; sudo kill -9 $alive 2>/dev/null || true; '
+        "sleep 1; fi; fi; sudo rm -f /tmp/libtpu_lockfile"
     )
 
 
-def stop_commands(s: Slice) -> list[list[str]]:
-    """Kill the job (and any stale process holding a TPU) on every worker."""
-    return [_ssh(s, "all", _clear_tpu())]
+def stop_commands(s: Slice, *, timeout_s: int = STOP_TIMEOUT_S) -> list[list[str]]:
+    """Stop the job (and any stale process holding a TPU) on every worker: SIGTERM,
+    up to `timeout_s` seconds to checkpoint and exit, then SIGKILL."""
+    return [_ssh(s, "all", _stop_tpu_holders(timeout_s))]
 
 
 def _workdir(argv: Sequence[str]) -> str | None:
@@ -204,7 +232,12 @@ def logs_command(
 
 
 def run_commands(
-    s: Slice, argv: Sequence[str], *, log_file: str = DEFAULT_LOG, follow: bool = True
+    s: Slice,
+    argv: Sequence[str],
+    *,
+    log_file: str = DEFAULT_LOG,
+    follow: bool = True,
+    stop_timeout_s: int = STOP_TIMEOUT_S,
 ) -> list[list[str]]:
     """gcloud argv lists that clear stale TPU processes and run `argv` on all workers.
 
@@ -213,6 +246,7 @@ def run_commands(
     `python -m bert_jax.main` gets --jax_distributed on a multi-host slice.
     With `follow`, the last command follows worker 0's log until the job ends
     and exits with its status, so running the list runs the job to its end.
+    The first command stops what holds the TPUs as `stop_commands` does.
 
     Raises:
       ValueError: no command; a multi-host slice with a workdir not on gs://.
@@ -244,7 +278,7 @@ def run_commands(
         f'{{ trap "" HUP; rc=0; {shlex.join(argv)} || rc=$?; echo $rc > {status}; }} '
         f"> {log} 2>&1 < /dev/null & echo $! > {pid}"
     )
-    commands = [*stop_commands(s), _ssh(s, "all", start)]
+    commands = [*stop_commands(s, timeout_s=stop_timeout_s), _ssh(s, "all", start)]
     if follow:
         commands.append(logs_command(s, log_file=log_file, lines="+1"))
     return commands
@@ -323,6 +357,7 @@ def wait_until_active(
 # Command line.
 # ----------------------------------------------------------------------------
 
+PROG = "bert_jax.experiments.launch"
 ACTIONS = ("create", "setup", "run", "logs", "stop", "delete")
 FLAGS = flags.FLAGS
 
@@ -340,6 +375,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("log_file", DEFAULT_LOG, "run/logs: the log on each worker (~-relative).")
     flags.DEFINE_bool("follow", True, "run: follow worker 0's log until the job ends.")
     flags.DEFINE_integer("worker", 0, "logs: which worker's log.")
+    flags.DEFINE_integer(
+        "stop_timeout",
+        STOP_TIMEOUT_S,
+        "stop/run: seconds the job has to checkpoint and exit after SIGTERM before SIGKILL.",
+        lower_bound=0,
+    )
     flags.DEFINE_bool("dry_run", False, "Print the commands, one per line; run nothing.")
     flags.mark_flags_as_required(["tpu", "zone", "tpu_type"])
 
@@ -366,13 +407,19 @@ def main(argv: list[str]) -> None:
         elif action == "setup":
             execute(setup_commands(s, ref=FLAGS.ref), FLAGS.dry_run)
         elif action == "run":
-            commands = run_commands(s, command, log_file=FLAGS.log_file, follow=FLAGS.follow)
+            commands = run_commands(
+                s,
+                command,
+                log_file=FLAGS.log_file,
+                follow=FLAGS.follow,
+                stop_timeout_s=FLAGS.stop_timeout,
+            )
             execute(commands, FLAGS.dry_run)
         elif action == "logs":
             logs = logs_command(s, log_file=FLAGS.log_file, worker=FLAGS.worker)
             execute([logs], FLAGS.dry_run)
         elif action == "stop":
-            execute(stop_commands(s), FLAGS.dry_run)
+            execute(stop_commands(s, timeout_s=FLAGS.stop_timeout), FLAGS.dry_run)
         else:
             execute(delete_commands(s), FLAGS.dry_run)
     except KeyboardInterrupt:
@@ -387,9 +434,10 @@ def main(argv: list[str]) -> None:
         )
         sys.exit(130)
     except (ValueError, RuntimeError, TimeoutError) as e:
-        sys.exit(f"bert_jax.experiments.launch {action}: {e}")
+        sys.exit(f"{PROG}: error: {action}: {e}")
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
+    app.run(main, flags_parser=cli.flags_parser(PROG))

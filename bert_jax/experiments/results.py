@@ -18,8 +18,10 @@ OUT gets results.md (tables per task, the GLUE average, every run, the
 skipped ones), results.csv (a row per task score and published number),
 runs.csv (a row per run and score) and plots/ (training curves per task, the
 dev score against the learning rate per task). Unfinished runs are listed as
-skipped with the reason, on stdout and in results.md. A DIR that does not
-exist, or holds no finished run, is an error (exit status 1).
+skipped with the reason (the step of the newest complete checkpoint, which a
+rerun resumes from, and the last logged step where it differs), on stdout and
+in results.md. A DIR that does not exist, or holds no finished run, is an
+error: one line, `bert_jax.experiments.results: error: ...`, exit status 1.
 
 In Python, `bert_jax.experiments.summary`: `load(dirs)` gives the runs and the skipped workdirs,
 `summarize(runs)` the per-task choice, and `read_metrics(workdir)` the rows of
@@ -43,6 +45,8 @@ from bert_jax.experiments.summary import (
     load,
     summarize,
 )
+
+PROG = "bert_jax.experiments.results"
 
 
 def glue_submissions(results: Sequence[TaskResult], out_dir: str) -> list[str]:
@@ -90,7 +94,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         results, skipped = report(dirs, FLAGS.out, FLAGS.paper_model, FLAGS.plots)
     except ResultsError as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"{PROG}: error: {e}")
     print(results_report.summary_table(results))
     avg = glue_average(results)
     if avg is not None:
@@ -107,7 +111,7 @@ def main(argv: Sequence[str]) -> None:
             for path in glue_submissions(results, FLAGS.glue_submission):
                 print(f"wrote {path}")
         except ResultsError as e:
-            sys.exit(f"error: {e}")
+            sys.exit(f"{PROG}: error: {e}")
 
 
 def _define_flags() -> None:
@@ -133,5 +137,8 @@ def _define_flags() -> None:
 if __name__ == "__main__":
     from absl import app
 
+    from bert_jax import cli
+
     _define_flags()
-    app.run(main)
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
+    app.run(main, flags_parser=cli.flags_parser(PROG))

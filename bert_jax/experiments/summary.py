@@ -137,13 +137,36 @@ def _architecture(wd: Path, config: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
+def newest_checkpoint(workdir: str | os.PathLike) -> int | None:
+    """The step of the workdir's newest complete checkpoint (what a rerun resumes
+    from), None without one. Complete: `checkpoints/<step>/` holds every file of
+    `bert_jax.checkpoint.REQUIRED_FILES`; a save still in progress or cut short
+    (`<step>.orbax-checkpoint-tmp-*`, a missing commit marker) is not."""
+    root = Path(workdir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    # Imported here: it brings jax and orbax, which reading finished runs never needs.
+    from bert_jax.checkpoint import REQUIRED_FILES
+
+    steps = [int(d.name) for d in root.iterdir() if d.name.isdigit()]
+    complete = [s for s in steps if all((root / str(s) / f).exists() for f in REQUIRED_FILES)]
+    return max(complete, default=None)
+
+
 def _unfinished(wd: Path, config: dict[str, Any] | None) -> str:
+    """Where an unfinished run stands: its newest complete checkpoint (where a rerun
+    goes on from) and, where it differs, the last step its metrics logged."""
     steps = [int(r["step"]) for r in read_metrics(wd)]
+    logged = max(steps, default=None)
+    saved = newest_checkpoint(wd)
     total = (config or {}).get("num_train_steps")
     of = f" of {total}" if total else ""
-    if not steps:
-        return "no results.json: not started (no metrics.jsonl rows)"
-    return f"no results.json: unfinished at step {max(steps)}{of}"
+    if saved is not None:
+        also = f", last logged step {logged}" if logged is not None and logged != saved else ""
+        return f"no results.json: unfinished, checkpoint at step {saved}{of}{also}"
+    if logged is None:
+        return "no results.json: not started (no metrics.jsonl rows, no checkpoint)"
+    return f"no results.json: unfinished at step {logged}{of}, no checkpoint (a rerun starts over)"
 
 
 def load_run(workdir: str | os.PathLike) -> Run | Skipped:

@@ -21,17 +21,27 @@ Each point runs `python -m bert_jax.main --config=CONFIG --workdir=ROOT/NAME
 --config.key=value ...`, where NAME is made from the point's overrides
 (`optimizer.learning_rate=3e-05,seed=1`: readable, and unique within the
 sweep; a hash is added where a value has characters a path should not).
-Overrides given on the sweep's own command line apply to every point and
-win over the sweep's values. Before anything runs, every point's overrides
-are applied to the config (unknown keys and wrong types fail naming the
-point and key). `--run=local` runs the points one after another here, each
-in its own process, its output in ROOT/NAME/run.log; `--run=print` prints
-the commands; `--run=tpu` runs them one after another on one TPU slice
-through `bert_jax.experiments.launch` (ROOT on gs://).
+Overrides given on the sweep's own command line apply to every point; one
+of a key the sweep sets is refused (the workdir would be named for the
+sweep's value while the run used another). Before anything runs, every
+point's overrides are applied to the config (unknown keys and wrong types
+fail naming the point and key, in one line, exit status 1). `--run=local`
+runs the points one after another here, each in its own process, its output
+in ROOT/NAME/run.log; `--run=print` prints the commands; `--run=tpu` runs
+them one after another on one TPU slice through `bert_jax.experiments.launch`
+(ROOT on gs://; --tpu, --zone and --tpu_type required). The workers run the
+code `launch setup` shipped from this checkout, so a --config inside the
+checkout is passed as its path relative to the checkout's root; one outside
+it is refused.
 
 Resuming: a point whose results.json exists is finished and skipped; an
 unfinished one is started again and the trainer resumes it from its last
 checkpoint. So an interrupted sweep is resumed by running the same command.
+Ctrl-C or SIGTERM stops the running point as a preemption (it checkpoints)
+and the sweep exits 130 (SIGINT) or 143 (SIGTERM); a point that exits 130 or
+143 by itself (the trainer's status after a stop signal) stops the sweep the
+same way, with that status: interrupted, not failed.
+
 Overrides are data: each is one argv element, never parsed by a shell
 (`--run=print` and the TPU launcher quote them).
 """
@@ -54,8 +64,9 @@ from typing import Any
 from absl import app, flags, logging
 from etils import epath
 
+from bert_jax import cli
 from bert_jax.configs import overrides as config_overrides
-from bert_jax.data import files
+from bert_jax.data import bad_input, files
 
 # ----------------------------------------------------------------------------
 # Building sweeps (used by sweep files).
@@ -106,13 +117,16 @@ def load_sweep(spec: str) -> list[dict[str, Any]]:
     """`"path/to/sweep.py[:arg]"` -> that file's `get_sweep(arg)`, checked non-empty."""
     from bert_jax import configs
 
-    get_sweep, arg = configs.load_function(spec, "get_sweep", "sweep")
+    try:
+        get_sweep, arg = configs.load_function(spec, "get_sweep", "sweep")
+    except AttributeError as e:  # no get_sweep: bad input, named
+        raise ValueError(str(e)) from None
     points = get_sweep(arg or None)
     if not points:
         raise ValueError(f"sweep {spec} is empty: get_sweep returned no points")
     bad = [i for i, p in enumerate(points) if not isinstance(p, Mapping)]
     if bad:
-        raise TypeError(f"sweep {spec}: point {bad[0]} is not a dict of overrides")
+        raise ValueError(f"sweep {spec}: point {bad[0]} is not a dict of overrides")
     return [dict(p) for p in points]
 
 
@@ -142,9 +156,23 @@ def check_point(config, overrides: Mapping[str, Any], where: str) -> None:
 def plan(
     points: list[dict[str, Any]], config, global_overrides: Mapping[str, Any], sweep_spec: str
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(workdir name, overrides for main) per point, checked; names unique."""
+    """(workdir name, overrides for main) per point, checked; names unique.
+
+    Raises:
+      ValueError: a point's bad key or value, repeated points, or a command-line
+        override of a key the sweep sets (its workdir would be named for the
+        sweep's value, holding a run of another).
+    """
     out = []
     for i, point in enumerate(points):
+        clash = [k for k in global_overrides if k in point]
+        if clash:
+            raise ValueError(
+                f"--config.{clash[0]} is set by sweep {sweep_spec} too (point {i}: "
+                f"{clash[0]}={config_overrides.format_value(point[clash[0]])}); its workdir "
+                "would be named for the sweep's value: drop it from the command line or "
+                "change the sweep"
+            )
         name = point_name(point)
         merged = dict(point) | dict(global_overrides)
         check_point(config, merged, f"sweep {sweep_spec} point {i} ({name})")
@@ -193,13 +221,25 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-class _Terminated(Exception):
-    """SIGTERM reached the sweep: stop the running point cleanly, then exit."""
+# What `python -m bert_jax.main` exits with after it checkpointed on a stop
+# signal: 128 + signum (SIGINT, SIGTERM), as a shell reports a signalled job.
+STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """The sweep stops, resumable: a stop signal reached it, or a point exited on one.
+
+    `status` is the sweep's exit status: 128 + the signal's number.
+    """
+
+    def __init__(self, status: int, why: str):
+        super().__init__(why)
+        self.status = status
 
 
 def _raise_terminated(signum, frame):
-    del signum, frame
-    raise _Terminated
+    del frame
+    raise Interrupted(128 + signum, "SIGTERM")
 
 
 def run_local(root: epath.Path, planned, config_spec: str, record) -> list[str]:
@@ -208,6 +248,10 @@ def run_local(root: epath.Path, planned, config_spec: str, record) -> list[str]:
     Each point is its own process (a fresh runtime, its output in run.log). A
     Ctrl-C or SIGTERM stops the running point the way the trainer stops on
     preemption (it checkpoints), so the same command resumes the sweep.
+
+    Raises:
+      Interrupted: SIGTERM reached the sweep (status 143), or a point exited
+        130 or 143 by itself (that status). Ctrl-C raises KeyboardInterrupt.
     """
     from bert_jax.data import progress
 
@@ -231,14 +275,17 @@ def run_local(root: epath.Path, planned, config_spec: str, record) -> list[str]:
                 )
                 try:
                     rc = child.wait()
-                except (KeyboardInterrupt, _Terminated):
+                except (KeyboardInterrupt, Interrupted):
                     child.send_signal(signal.SIGTERM)
                     child.wait()
                     raise
-            if rc:
+            if rc in STOPPED:
+                raise Interrupted(rc, f"{name} stopped on a signal (exit {rc}; log: {log_path})")
+            if rc or not _finished(wd):
                 failed.append(name)
+                why = f"exit {rc}" if rc else "exit 0 without results.json"
                 logging.error(
-                    "%s failed (exit %d); the end of %s:\n%s", name, rc, log_path, _tail(log_path)
+                    "%s failed (%s); the end of %s:\n%s", name, why, log_path, _tail(log_path)
                 )
             else:
                 metrics = json.loads((wd / "results.json").read_text())["metrics"]
@@ -248,19 +295,49 @@ def run_local(root: epath.Path, planned, config_spec: str, record) -> list[str]:
     return failed
 
 
+def remote_config_spec(config_spec: str, repo_root: str, cwd: str | None = None) -> str:
+    """`--config` as a TPU worker must read it: relative to the checkout's root.
+
+    The workers run the code `launch setup` shipped from this checkout (a
+    `git archive` unpacked in ~/bert_jax, the trainer's working directory), so
+    a config file of the checkout is passed by its path inside it.
+
+    Raises:
+      ValueError: the config file is outside the checkout (the workers cannot
+        read this machine's disk).
+    """
+    path, colon, arg = config_spec.partition(":")
+    file = Path(cwd or os.getcwd(), os.path.expanduser(path)).resolve()
+    root = Path(repo_root).resolve()
+    if not file.is_relative_to(root):
+        raise ValueError(
+            f"--config={config_spec}: {file} is outside this checkout ({root}), and TPU "
+            "workers run only the code `launch setup` ships from it: put the config file "
+            "in the checkout (e.g. configs/) and commit it"
+        )
+    return file.relative_to(root).as_posix() + colon + arg
+
+
 def run_tpu(root: epath.Path, planned, config_spec: str, record, tpu_slice, dry_run: bool):
-    """Sends the unfinished points to one TPU slice in turn (bert_jax.experiments.launch)."""
+    """Sends the unfinished points to one TPU slice in turn (bert_jax.experiments.launch).
+
+    Every point's commands are built (and so checked) before the first runs.
+    """
     from bert_jax.experiments import launch
 
+    remote_config = remote_config_spec(config_spec, launch.REPO_ROOT)
+    jobs = []
     for name, overrides in planned:
         wd = root / name
+        argv = main_argv(remote_config, os.fspath(wd), overrides)
+        jobs.append((name, overrides, wd, launch.run_commands(tpu_slice, argv)))
+    for name, overrides, wd, commands in jobs:
         if not dry_run and _finished(wd):
             logging.info("%s: finished, skipped", name)
             continue
         if not dry_run:
             _write_point(wd, record(name, overrides))
-        argv = main_argv(config_spec, os.fspath(wd), overrides)
-        launch.execute(launch.run_commands(tpu_slice, argv), dry_run=dry_run)
+        launch.execute(commands, dry_run=dry_run)
 
 
 # ----------------------------------------------------------------------------
@@ -268,6 +345,7 @@ def run_tpu(root: epath.Path, planned, config_spec: str, record, tpu_slice, dry_
 # ----------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
+PROG = "bert_jax.experiments.sweep"
 
 
 def _define_flags() -> None:
@@ -285,8 +363,18 @@ def _define_flags() -> None:
 
 
 def main(argv) -> int:
+    """The command; its exit status. Bad input (a sweep's unknown key, a missing
+    --tpu, a failed gcloud command) ends it with one line: `PROG: error: ...`."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    with bad_input.command_errors(PROG):
+        try:
+            return _main()
+        except (RuntimeError, TimeoutError) as e:  # launch: a gcloud command failed, named
+            raise ValueError(str(e)) from None
+
+
+def _main() -> int:
     from ml_collections import config_flags
 
     config_spec = config_flags.get_config_filename(FLAGS["config"])
@@ -306,6 +394,11 @@ def main(argv) -> int:
     if FLAGS.run == "tpu":
         from bert_jax.experiments import launch
 
+        missing = [f"--{k}" for k in ("tpu", "zone", "tpu_type") if not FLAGS[k].value]
+        if missing:
+            raise ValueError(
+                f"--run=tpu needs --tpu, --zone and --tpu_type (missing: {', '.join(missing)})"
+            )
         tpu_slice = launch.Slice(
             name=FLAGS.tpu, zone=FLAGS.zone, tpu_type=FLAGS.tpu_type, project=FLAGS.project
         )
@@ -315,9 +408,12 @@ def main(argv) -> int:
     logging.info("sweep %s: %d points, %d finished before", FLAGS.sweep, len(planned), done)
     try:
         failed = run_local(root, planned, config_spec, record)
-    except (KeyboardInterrupt, _Terminated):
-        logging.warning("sweep interrupted: the same command resumes it")
+    except KeyboardInterrupt:
+        logging.warning("sweep interrupted (Ctrl-C): the same command resumes it")
         return 130
+    except Interrupted as e:
+        logging.warning("sweep interrupted (%s): the same command resumes it", e)
+        return e.status
     if failed:
         logging.error("%d of %d points failed: %s", len(failed), len(planned), failed)
         return 1
@@ -328,4 +424,5 @@ def main(argv) -> int:
 if __name__ == "__main__":
     _define_flags()
     flags.mark_flags_as_required(["sweep", "config", "workdir_root"])
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=cli.flags_parser(PROG))

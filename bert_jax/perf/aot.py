@@ -18,6 +18,9 @@ slice's chips and reports, per chip:
   roofline-style lower bound where libtpu reports one), and the MFU it
   implies: analytical FLOPs / (estimate x the chip's bf16 peak).
 
+Progress goes to stderr (the slice, then the time to lower and to compile:
+a large model takes minutes). An unknown slice or a config the slice's mesh
+cannot shard is one line, `bert_jax.perf.aot: error: ...`, exit status 1.
 It exits 1 with a message when the step does not fit: the total above the
 chip's HBM, or the compiler's resource-exhausted error. The last stdout line
 is one JSON object (`fits`, `memory_total_bytes`, `hbm_bytes`,
@@ -30,11 +33,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import NamedTuple
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from bert_jax import cli
+from bert_jax.data import bad_input
 from bert_jax.perf import records
 
 
@@ -72,6 +78,7 @@ def _chips(shape: str) -> int:
 SLICES = _slices()
 
 FLAGS = flags.FLAGS
+PROG = "bert_jax.perf.aot"
 
 
 def _define_flags() -> None:
@@ -82,11 +89,23 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["config", "topology"])
 
 
-def _offline_libtpu() -> None:
-    """libtpu looks for a TPU VM's metadata when it starts; here there is none."""
+def _offline_libtpu(slice_name: str) -> None:
+    """libtpu looks for a TPU VM's metadata when it starts; here there is none.
+
+    Without TPU_ACCELERATOR_TYPE libtpu warns that it "could not determine TPU
+    accelerator type" (it is not on a TPU VM, which is the point here); the
+    target slice's type, as gcloud names it (v5e is v5litepod), is what it
+    would read there, and the compiled step is the same with or without it.
+    """
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_WORKER_ID", "0")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", slice_name.replace("v5e-", "v5litepod-"))
+
+
+def _progress(message: str) -> None:
+    """A progress line on stderr (stdout holds the report, its last line the JSON)."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -103,14 +122,19 @@ def compile_for_slice(config, slice_name: str) -> dict:
     """
     if slice_name not in SLICES:
         raise ValueError(f"unknown TPU slice {slice_name!r}; known: {', '.join(SLICES)}")
-    _offline_libtpu()
+    spec = SLICES[slice_name]
+    _progress(
+        f"compiling the train step for {slice_name} ({_chips(spec.topology.split(':')[1])} "
+        f"chips, topology {spec.topology}) with libtpu on this machine: no TPU is used"
+    )
+    started = time.perf_counter()
+    _offline_libtpu(slice_name)
     import jax
     from jax.experimental import topologies
 
     from bert_jax import config_checks, flops, optim, sharding, tasks, train
     from bert_jax.tasks import model_setup
 
-    spec = SLICES[slice_name]
     devices = topologies.get_topology_desc(
         topology_name=spec.topology, platform="tpu", chips_per_host_bounds=spec.chips_per_host
     ).devices
@@ -139,6 +163,10 @@ def compile_for_slice(config, slice_name: str) -> dict:
             model, task, tx, schedule, config.optimizer.grad_accum_steps, state_sh, batch_sh
         )
         lowered = step.lower(abstract, abstract_batch)
+    _progress(
+        f"lowered in {time.perf_counter() - started:.1f} s; compiling for TPU "
+        "(minutes for a large model)"
+    )
     hbm = int(spec.hbm_gib * 2**30)
     counts = flops.token_counts(task.model_inputs(_full_batch(dummy_batch, config)))
     analytical = flops.train_flops(model.config, jax.device_get(counts)) / len(devices)
@@ -159,12 +187,15 @@ def compile_for_slice(config, slice_name: str) -> dict:
         "hbm_bytes": hbm,
         "analytical_flops_per_chip": analytical,
     }
+    started = time.perf_counter()
     try:
         compiled = lowered.compile()
     except Exception as e:  # jax raises XlaRuntimeError (and others) for a compile OOM
         if not _is_out_of_memory(e):
             raise
+        _progress(f"the compiler ran out of memory after {time.perf_counter() - started:.1f} s")
         return report | {"fits": False, "why": str(e).splitlines()[0][:400]}
+    _progress(f"compiled in {time.perf_counter() - started:.1f} s")
     # Pallas kernels (attention_impl="splash") compile to Mosaic custom calls.
     kernels = compiled.as_text().count('custom_call_target="tpu_custom_call"')
     mem = compiled.memory_analysis()
@@ -223,7 +254,9 @@ def _gib(n: float) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    r = compile_for_slice(FLAGS.config, FLAGS.topology)
+    # An unknown slice, a config the mesh cannot shard: one line, exit status 1.
+    with bad_input.command_errors(PROG):
+        r = compile_for_slice(FLAGS.config, FLAGS.topology)
     print(
         f"{r['slice']} ({r['topology']}, {r['chips']} x {r['device']}), mesh {r['mesh']}: "
         f"batch {r['batch']} x {r['seq']}, {r['model']}, scan {r['scan_layers']}, "
@@ -268,4 +301,5 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
+    app.run(main, flags_parser=cli.flags_parser(PROG))

@@ -436,5 +436,8 @@ def main(argv):
 
 if __name__ == "__main__":
     cpu_env.apply()  # as `python -m bert_jax.main` runs: timed as users train
+    from bert_jax import cli
+
     _define_flags()
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     app.run(main)

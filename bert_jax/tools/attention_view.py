@@ -37,6 +37,8 @@ from bert_jax.tokenizers import from_folder as tokenizers_from_folder
 # Weights are stored rounded to 3 decimals, as integers in thousandths ("123"
 # for 0.123: half the bytes of "0.123"); 0.001 is below what an opacity shows.
 DECIMALS = 3
+# Links weaker than this are not drawn (invisible at that opacity anyway).
+MIN_WEIGHT = 0.005
 # Sentence-pair filters: which (query, key) links are drawn.
 FILTERS = {"all": "all", "AA": "A→A", "AB": "A→B", "BA": "B→A", "BB": "B→B"}
 
@@ -277,6 +279,7 @@ def _data(att: Attention, layers: list[int], heads: list[int], links: str) -> di
         "filters": FILTERS,
         # (layers, heads, query, key) weights are attn / scale: see DECIMALS.
         "scale": 10**DECIMALS,
+        "min_weight": MIN_WEIGHT,
         "attn": np.rint(att.weights[np.ix_(layers, heads)] * 10**DECIMALS).astype(int).tolist(),
     }
 
@@ -323,7 +326,9 @@ _CSS = """
 
 # The drawing code, shared by both views. Links are drawn on a canvas (a
 # 12-head layer of 100 tokens is 120,000 lines, too many for SVG elements);
-# weights under 0.005 are skipped, as they would be invisible anyway.
+# weights under MIN_WEIGHT are skipped. The classes and data- attributes on the
+# root, the selectors and the canvases are also the hooks by which
+# tests/tools/test_attention_view_browser.py finds what it checks.
 _JS = r"""
 (function () {
   const root = document.getElementById("__UID__");
@@ -355,7 +360,7 @@ _JS = r"""
 
   // A labelled panel: tokens in two columns, links between them, hover focus.
   function panel(parent) {
-    const c = el("canvas", "", parent), rowH = 18, gap = 150, top = 4;
+    const c = el("canvas", "bjav-panel", parent), rowH = 18, gap = 150, top = 4;
     const probe = c.getContext("2d");
     probe.font = "12px sans-serif";
     const labelW = 14 + Math.max(...d.tokens.map((t) => probe.measureText(t).width));
@@ -378,7 +383,7 @@ _JS = r"""
           for (let k = 0; k < n; k++) {
             if (focus && focus.side === "k" && focus.i !== k) continue;
             const w = m[q][k];
-            if (w < 0.005 || !keep(q, k)) continue;
+            if (w < d.min_weight || !keep(q, k)) continue;
             ctx.globalAlpha = w;
             ctx.beginPath(); ctx.moveTo(x0, y(q)); ctx.lineTo(x1, y(k)); ctx.stroke();
           }
@@ -418,7 +423,7 @@ _JS = r"""
     ctx.strokeStyle = color; ctx.lineWidth = 1;
     for (let q = 0; q < n; q++) for (let k = 0; k < n; k++) {
       const wt = m[q][k];
-      if (wt < 0.005 || !keep(q, k)) continue;
+      if (wt < d.min_weight || !keep(q, k)) continue;
       ctx.globalAlpha = wt;
       ctx.beginPath(); ctx.moveTo(pad, y(q)); ctx.lineTo(w - pad, y(k)); ctx.stroke();
     }
@@ -428,7 +433,7 @@ _JS = r"""
   const onRedraw = [];
   if (d.b_start !== null) {
     el("span", "", bar, "links:");
-    const s = el("select", "", bar);
+    const s = el("select", "bjav-links", bar);
     for (const [v, label] of Object.entries(d.filters)) {
       const o = el("option", "", s, label); o.value = v; o.selected = v === state.filter;
     }
@@ -439,7 +444,7 @@ _JS = r"""
     const on = d.heads.map(() => true);
     let layer = d.layer;
     el("span", "", bar, "layer:");
-    const ls = el("select", "", bar);
+    const ls = el("select", "bjav-layer", bar);
     d.layers.forEach((l, i) => {
       const o = el("option", "", ls, String(l)); o.value = i; o.selected = i === layer;
     });
@@ -493,6 +498,7 @@ _JS = r"""
       d.heads.forEach((h, hi) => {
         const c = el("canvas", "bjav-cell", grid);
         c.title = "layer " + l + ", head " + h;
+        c.dataset.layer = l; c.dataset.head = h;
         c.addEventListener("click", () => choose(li, hi));
         cells.push({c, li, hi});
       });
@@ -504,5 +510,6 @@ _JS = r"""
     onRedraw.push(drawAll);
     drawAll();
   }
+  root.dataset.view = d.kind;  // set last: the view has drawn
 })();
 """

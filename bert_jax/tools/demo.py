@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from bert_jax import cpu_env
+from bert_jax import cli, cpu_env
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where corpus, data, checkpoints and metrics go.")
@@ -90,7 +90,10 @@ def main(argv):
     config.log_every = 100
     config.eval_every = config.checkpoint_every = max(FLAGS.num_train_steps // 4, 1)
     run_dir = wd / "run"
-    state, metrics = train.run(config, str(run_dir))
+    try:
+        state, metrics = train.run(config, str(run_dir))
+    except train.Stopped as e:  # Ctrl-C: saved; a rerun resumes
+        e.exit("bert_jax.tools.demo")
 
     model = tasks.get(config).model()
     params = jax.tree.map(np.asarray, state.params)
@@ -117,5 +120,6 @@ def main(argv):
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
     cpu_env.apply()
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     logging.set_verbosity(logging.WARNING)
     app.run(main)

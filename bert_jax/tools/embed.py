@@ -18,6 +18,9 @@
 "[CLS] [SEP]"). The checkpoint is any directory `pretrained.load` reads (HF,
 original TF, bert_jax, a training workdir) with a vocab.txt; lowercasing
 follows its tokenizer_config.json (HF) or task.json (workdir), else uncased.
+A workdir without results.json (a run stopped or still training) is embedded
+with its newest checkpoint after one warning line: "WORKDIR is unfinished:
+checkpoint at step S of N".
 
 Pooling, over real tokens only (padding is masked out; [CLS] and [SEP] count,
 as in sentence-transformers):
@@ -78,7 +81,7 @@ from absl import app, flags, logging
 from etils import epath
 from jax.sharding import Mesh
 
-from bert_jax import cpu_env, sharding
+from bert_jax import cli, cpu_env, sharding
 from bert_jax.checkpoints import pretrained
 from bert_jax.data import bad_input, files, progress
 from bert_jax.models.bert import BertModel
@@ -243,6 +246,8 @@ class Embedder:
                 f"-{n + 1}..-1 from the end)"
             )
         model, params = pretrained.load(d)
+        if unfinished := cli.unfinished(checkpoint):  # a training workdir, stopped early
+            logging.warning("%s", unfinished)
         config = model.config
         if "embeddings" not in params:  # a task model: keep its encoder
             params = params["bert"]
@@ -385,6 +390,7 @@ def write_outputs(
 # ----------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
+PROG = "bert_jax.tools.embed"
 
 
 def _define_flags() -> None:
@@ -431,8 +437,8 @@ def run(
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    with bad_input.command_errors("bert_jax.tools.embed"):
+        raise SystemExit(f"{PROG}: error: unexpected arguments: {argv[1:]}")
+    with bad_input.command_errors(PROG):
         vectors = run(
             FLAGS.checkpoint,
             FLAGS.input,
@@ -453,5 +459,6 @@ def main(argv):
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
     cpu_env.apply()
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser(PROG))

@@ -16,26 +16,34 @@ results (`bert_jax/tasks/base.py`): classification {"label",
 v2.0 adds "null_odds" and answers "" above the null threshold tuned on dev),
 multiple choice {"choice", "probabilities"}, pretraining the top 5 tokens for
 each [MASK].
+
+A workdir without results.json (stopped, or still training) answers from its
+newest checkpoint after a warning naming the step. An empty --text is
+refused, blank --input lines are skipped (a warning counts them), and an
+input the task cannot read ends the command with one line naming it
+("--text 2: ...", "--input FILE:3: ...").
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from etils import epath
 
-from bert_jax import cpu_env, tasks
+from bert_jax import cli, cpu_env, tasks
 from bert_jax.checkpoints import formats as checkpoint_formats
 from bert_jax.checkpoints import pretrained
 from bert_jax.data import bad_input, files, glue, progress
 from bert_jax.metrics import glue as glue_metrics
 
 FLAGS = flags.FLAGS
+PROG = "bert_jax.tools.predict"
 
 
 def _define_flags() -> None:
@@ -58,7 +66,8 @@ class Predictor:
 
     Builds the run's task from its config.json without reading any dataset,
     with the tokenizer and labels the run stored (its tokenizer files, task.json), and
-    the model from its newest checkpoint.
+    the model from its newest checkpoint. A workdir without results.json (a run
+    stopped or still running) is used as it is, with a warning naming its step.
     """
 
     def __init__(self, workdir: str):
@@ -82,6 +91,8 @@ class Predictor:
         results = wd / "results.json"
         self.run_metrics = json.loads(results.read_text())["metrics"] if results.exists() else {}
         model, params = pretrained.load(wd)
+        if unfinished := cli.unfinished(workdir):
+            logging.warning("%s", unfinished)
         apply = jax.jit(lambda p, inputs: model.apply({"params": p}, **inputs))
         self.forward = lambda inputs: apply(params, {k: np.asarray(v) for k, v in inputs.items()})
 
@@ -119,44 +130,78 @@ def glue_submission(predictor: Predictor, out_dir: str, batch_size: int = 64) ->
 
 
 def read_inputs(path: str) -> list[str]:
-    """The non-blank lines of an --input file; a line that is not UTF-8 names file and line."""
-    lines = []
-    try:
-        for number, line in files.numbered_lines(path):
-            if isinstance(line, UnicodeDecodeError):
-                raise ValueError(f"--input {path}:{number}: not UTF-8 ({line.reason})")
-            if line.strip():
+    """The non-blank lines of an --input file (see `gather_inputs`)."""
+    return gather_inputs([], path)[0]
+
+
+def gather_inputs(texts: Sequence[str], path: str | None) -> tuple[list[str], list[str]]:
+    """The inputs of --text and --input, and where each came from ("--text 2", "FILE:3").
+
+    An empty --text is refused; the blank lines of a file are skipped (one warning
+    counts them), and a file without other lines is refused. Errors name the
+    flag, or the file and line (a line that is not UTF-8).
+    """
+    lines, where = [], []
+    for number, text in enumerate(texts, 1):
+        if not text.strip():
+            raise ValueError(f"--text {number}: empty text (give the words to predict on)")
+        lines.append(text)
+        where.append(f"--text {number}")
+    if path:
+        found = blank = 0
+        try:
+            for number, line in files.numbered_lines(path):
+                if isinstance(line, UnicodeDecodeError):
+                    raise ValueError(f"--input {path}:{number}: not UTF-8 ({line.reason})")
+                if not line.strip():
+                    blank += 1
+                    continue
                 lines.append(line)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--input {path}: no such file") from None
-    return lines
-
-
-def _inputs() -> list[str]:
-    lines = list(FLAGS.text) + (read_inputs(FLAGS.input) if FLAGS.input else [])
+                where.append(f"--input {path}:{number}")
+                found += 1
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--input {path}: no such file") from None
+        if not found:
+            raise ValueError(f"--input {path}: no text (the file is empty or blank)")
+        if blank:
+            logging.warning("--input %s: skipped %d blank line(s)", path, blank)
     if not lines:
-        raise app.UsageError("give --text or --input (with a non-blank line)")
-    return lines
+        raise ValueError("give --text or --input")
+    return lines, where
+
+
+def _located(error: ValueError, where: Sequence[str]) -> ValueError:
+    """A task's "input I: ..." (I counts within one batch) as "--text 2: ..." or
+    "--input FILE:3: ..."."""
+    m = re.fullmatch(r"input (\d+): (.*)", str(error), re.DOTALL)
+    if not m or int(m.group(1)) >= len(where):
+        return error
+    return ValueError(f"{where[int(m.group(1))]}: {m.group(2)}")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    with bad_input.command_errors("bert_jax.tools.predict"):
-        lines = [] if FLAGS.glue_submission else _inputs()  # bad input before the model loads
+        raise SystemExit(f"{PROG}: error: unexpected arguments: {argv[1:]}")
+    with bad_input.command_errors(PROG):
+        # Bad input before the model loads.
+        lines, where = ([], []) if FLAGS.glue_submission else gather_inputs(FLAGS.text, FLAGS.input)
         predictor = Predictor(FLAGS.workdir)
-    if FLAGS.glue_submission:
-        for path in glue_submission(predictor, FLAGS.glue_submission, FLAGS.batch_size):
-            print(f"wrote {path}")
-        return
-    starts = range(0, len(lines), FLAGS.batch_size)
-    for i in progress.bar(starts, desc="predict", unit="batch"):
-        rows = predictor(lines[i : i + FLAGS.batch_size])
-        progress.write("\n".join(json.dumps(row) for row in rows))  # above the bar
+        if FLAGS.glue_submission:
+            for path in glue_submission(predictor, FLAGS.glue_submission, FLAGS.batch_size):
+                print(f"wrote {path}")
+            return
+        starts = range(0, len(lines), FLAGS.batch_size)
+        for i in progress.bar(starts, desc="predict", unit="batch"):
+            try:
+                rows = predictor(lines[i : i + FLAGS.batch_size])
+            except ValueError as e:  # an input the task cannot read (e.g. no [MASK])
+                raise _located(e, where[i : i + FLAGS.batch_size]) from e
+            progress.write("\n".join(json.dumps(row) for row in rows))  # above the bar
 
 
 if __name__ == "__main__":
     # The CPU settings `python -m bert_jax.main` starts with (docs/performance.md).
     cpu_env.apply()
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser(PROG))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bert_jax.data.array_source import ArraySource
-from tests.numerics import assert_equal
+from tests.numerics import assert_differ, assert_equal
 
 
 def _arrays(n=200, width=64, choices=None, seed=0):
@@ -102,7 +102,7 @@ def test_group_by_length_batches_similar_rows_and_keeps_the_epoch():
         assert np.median(spread) <= 2
     # Different epochs group differently (the permutation is per epoch).
     first, second = _take(ArraySource(a, 32, seed=5, group_by_length=True), 2 * n)[::n]
-    assert not np.array_equal(first["label"], second["label"])
+    assert_differ(first["label"], second["label"])
 
 
 def test_bad_options():

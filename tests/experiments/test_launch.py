@@ -23,12 +23,9 @@ WORKDIR = "--workdir=gs://my-bucket/runs/base"
 V5P = Slice(name="bert-v5p", zone="us-east5-a", tpu_type="v5p-16", project="my-project")
 WHERE = ["--zone=us-east5-a", "--project=my-project"]
 
-# The remote scripts, as the workers' shell receives them.
-CLEAR = (
-    "pids=$(sudo lsof -t /dev/accel* /dev/vfio/[0-9]* 2>/dev/null | sort -u || true); "
-    'if [ -n "$pids" ]; then echo "$(hostname): killing TPU holders" $pids; '
-    "sudo kill -9 $pids; sleep 1; fi; sudo rm -f /tmp/libtpu_lockfile"
-)
+# The remote scripts, as the workers' shell receives them. The stop script is
+# run by bash below (test_stopping_*), against real processes.
+CLEAR = launch._stop_tpu_holders(launch.STOP_TIMEOUT_S)
 LOG, PID, EXIT = ('"$HOME"/bert_jax_run.log' + ext for ext in ("", ".pid", ".exit"))
 FOLLOW = (
     f'pid=$(cat {PID} 2>/dev/null) || {{ echo "no job was started here"; exit 1; }}; '
@@ -90,6 +87,9 @@ def test_the_commands_for_a_two_worker_v5p_slice():
         '--python bert_jax_venv/bin/python -e ./bert_jax "jax[tpu]"'
     )
     ssh_all = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "bert-v5p", "--worker=all"]
+    # git archive ships the directory it runs in: the checkout's root, with
+    # pyproject.toml and configs/ (not the bert_jax package alone).
+    assert str(REPO) == launch.REPO_ROOT and (REPO / "pyproject.toml").is_file()
     assert launch.setup_commands(V5P, ref="v1.0") == [
         [
             *("git", "-C", launch.REPO_ROOT, "archive", "--format=tar.gz", "--prefix=bert_jax/"),
@@ -285,7 +285,7 @@ def test_cli_create_runs_gcloud(fake_gcloud, monkeypatch):
 
 def _worker_home(tmp_path: Path) -> Path:
     """~/bert_jax and a ~/bert_jax_venv whose `python` prints its argv and working
-    directory, sleeps JOB_SLEEP seconds and exits with JOB_RC."""
+    directory, waits until the file JOB_RELEASE exists and exits with JOB_RC."""
     home = tmp_path / "home"
     (home / "bert_jax").mkdir(parents=True)
     venv_bin = home / "bert_jax_venv" / "bin"
@@ -297,7 +297,8 @@ def _worker_home(tmp_path: Path) -> Path:
         "import json, os, sys, time\n"
         "print(json.dumps(sys.argv[1:]))\n"
         "print('cwd', os.getcwd())\n"
-        "time.sleep(float(os.environ['JOB_SLEEP']))\n"
+        "while not os.path.exists(os.environ['JOB_RELEASE']):\n"
+        "    time.sleep(0.05)\n"
         "sys.exit(int(os.environ['JOB_RC']))\n"
     )
     python.chmod(0o755)
@@ -308,12 +309,21 @@ def test_the_job_starts_detached_and_following_ends_with_its_status(tmp_path):
     home = _worker_home(tmp_path)
     nasty = ["--config.a=x'; touch \"$HOME\"/pwned; echo '", "--config.b=$(touch pwned)", "`id`"]
     commands = launch.run_commands(V5P, [*MAIN, WORKDIR, *nasty])
-    env = {**os.environ, "HOME": str(home), "JOB_SLEEP": "1.0", "JOB_RC": "3"}
-    started = time.monotonic()
-    out = subprocess.run(["bash", "-c", _remote(commands[1])], env=env, capture_output=True)
-    assert out.returncode == 0, out.stderr
-    # The session returned while the job still runs (no exit status yet).
-    assert time.monotonic() - started < 1.0 and not (home / "bert_jax_run.log.exit").exists()
+    release = tmp_path / "release"
+    env = {**os.environ, "HOME": str(home), "JOB_RELEASE": str(release), "JOB_RC": "3"}
+    try:
+        # (The timeout turns a start that waits for the job, which waits for
+        # `release`, into a failure instead of a hang.)
+        out = subprocess.run(
+            ["bash", "-c", _remote(commands[1])], env=env, capture_output=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        # The session returned while the job still runs: it waits for `release`,
+        # which does not exist yet, so it has written no exit status.
+        assert not (home / "bert_jax_run.log.exit").exists()
+        _wait_for_file(home / "bert_jax_run.log.pid", "the job wrote its pid")
+    finally:
+        release.write_text("")  # the job ends, whatever happened here
     follow = subprocess.run(
         ["bash", "-c", _remote(commands[2])], env=env, capture_output=True, text=True, timeout=30
     )
@@ -334,26 +344,89 @@ def test_following_where_no_job_started_fails_clearly(tmp_path):
     assert out.returncode == 1 and "no job was started here" in out.stdout
 
 
-def test_clearing_kills_what_holds_the_tpu_and_removes_the_lock_file(tmp_path):
+def _wait_for_file(path: Path, what: str, proc=None) -> None:
+    """Waits for `path` to exist; the limit only turns a hang into a failure."""
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {path} after 120 s: {what} never happened")
+        time.sleep(0.05)
+
+
+def _holder(tmp_path: Path, on_sigterm: str) -> subprocess.Popen:
+    """A stand-in for a trainer holding the TPU: on SIGTERM it writes `saved` and exits
+    143, as `python -m bert_jax.main` checkpoints on a stop signal ("save"), or it
+    ignores SIGTERM ("ignore"). Returned once its handler is installed."""
+    ready, saved = tmp_path / "ready", tmp_path / "saved"
+    script = (
+        "import pathlib, signal, sys\n"
+        "def save(signum, frame):\n"
+        f"    pathlib.Path({str(saved)!r}).write_text('checkpoint')\n"
+        "    sys.exit(143)\n"
+        f"signal.signal(signal.SIGTERM, {'save' if on_sigterm == 'save' else 'signal.SIG_IGN'})\n"
+        f"pathlib.Path({str(ready)!r}).write_text('')\n"
+        "while True:\n"
+        "    signal.pause()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    _wait_for_file(ready, "the holder installed its SIGTERM handler", holder)
+    return holder
+
+
+def _run_stop_script(tmp_path: Path, holder: subprocess.Popen, timeout_s: int):
+    """`launch stop`'s remote script, run by bash here with a fake `lsof` that names
+    `holder` and a `sudo` that runs commands as they are, except `rm`, which it only
+    records (the real /tmp/libtpu_lockfile is not ours to delete)."""
     fake_bin, sudo_log = tmp_path / "bin", tmp_path / "sudo.log"
     fake_bin.mkdir()
-    # lsof names our stand-in holder; sudo runs commands as they are, except `rm`,
-    # which it only records (the real /tmp/libtpu_lockfile is not ours to delete).
     (fake_bin / "lsof").write_text('#!/bin/sh\necho "$HOLDER"\n')
     (fake_bin / "sudo").write_text(
         f'#!/bin/sh\nif [ "$1" = rm ]; then echo "$@" >> {sudo_log}; else exec "$@"; fi\n'
     )
     for f in fake_bin.iterdir():
         f.chmod(0o755)
-    holder = subprocess.Popen(["sleep", "60"])
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    env["HOLDER"] = str(holder.pid)
+    stop = _remote(launch.stop_commands(V5P, timeout_s=timeout_s)[0])
+    out = subprocess.run(["bash", "-c", stop], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert sudo_log.read_text() == "rm -f /tmp/libtpu_lockfile\n"
+    return out
+
+
+def test_stopping_lets_the_trainer_checkpoint_before_it_exits(tmp_path):
+    holder = _holder(tmp_path, "save")
     try:
-        env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
-        env["HOLDER"] = str(holder.pid)
-        clear = _remote(launch.stop_commands(V5P)[0])
-        out = subprocess.run(["bash", "-c", clear], env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        assert holder.wait(timeout=10) == -9
-        assert f"killing TPU holders {holder.pid}" in out.stdout
-        assert sudo_log.read_text() == "rm -f /tmp/libtpu_lockfile\n"
+        out = _run_stop_script(tmp_path, holder, timeout_s=600)
+        # SIGTERM, and the script waited for the holder to save and exit by itself.
+        assert holder.wait(timeout=60) == 143
+        assert (tmp_path / "saved").read_text() == "checkpoint"
+        assert f"stopping TPU holders (SIGTERM) {holder.pid}" in out.stdout
+        assert "SIGKILL" not in out.stdout
     finally:
         holder.kill()
+
+
+def test_stopping_kills_a_holder_that_ignores_sigterm_after_the_timeout(tmp_path):
+    holder = _holder(tmp_path, "ignore")
+    try:
+        out = _run_stop_script(tmp_path, holder, timeout_s=1)
+        assert holder.wait(timeout=60) == -9
+        assert f"still running after 1 s, killing (SIGKILL) {holder.pid}" in out.stdout
+        assert not (tmp_path / "saved").exists()
+    finally:
+        holder.kill()
+
+
+def test_cli_stop_and_run_pass_the_stop_timeout():
+    where = ["--tpu=bert-v5p", "--zone=us-east5-a", "--tpu_type=v5p-16", "--project=my-project"]
+    out = _cli("stop", *where, "--stop_timeout=30", "--dry_run")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [shlex.join(launch.stop_commands(V5P, timeout_s=30)[0])]
+    assert "kill -TERM" in out.stdout and "-lt 30 ]" in out.stdout
+    out = _cli("run", *where, "--stop_timeout=5", "--dry_run", "--", *MAIN, WORKDIR)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first == shlex.join(launch.stop_commands(V5P, timeout_s=5)[0])

@@ -306,7 +306,9 @@ def test_full_glue_average_matches_table_1(tmp_path, real_sst2):
 def test_skipped_workdirs_are_listed_with_the_reason(report, tree):
     _, _, skipped = report
     reasons = {s.workdir.relative_to(tree).as_posix(): s.reason for s in skipped}
-    assert reasons["mrpc_sweep/lr=4e-05,seed=0"] == "no results.json: unfinished at step 40 of 115"
+    assert reasons["mrpc_sweep/lr=4e-05,seed=0"] == (
+        "no results.json: unfinished at step 40 of 115, no checkpoint (a rerun starts over)"
+    )
     assert reasons["mrpc_sweep/lr=4e-05,seed=1"] == "not started: sweep_point.json only"
     assert reasons["broken"].startswith("config.json unreadable: ")
     assert len(reasons) == 3
@@ -321,7 +323,7 @@ def test_results_md_and_csv(report, tree):
         assert heading in md
     paper = "88.9 (base, test, BERT paper Table 1)"
     assert f"| MRPC | F1 | lr=3e-05 | 3 | 87.00 | 10.12 | {paper} | -1.90 |" in md
-    assert "no results.json: unfinished at step 40 of 115" in md
+    assert "no results.json: unfinished at step 40 of 115, no checkpoint" in md
     assert "| lr=5e-05 | 3 | 0 1 2 | 62.00 |" in md
     same = "Same in every run: epochs=5, batch=16, num_train_steps=115, model.size=tiny, "
     assert same + "init_checkpoint=/ckpt/bert-base-uncased, data.data_dir=/data/glue." in md
@@ -401,11 +403,35 @@ def test_overlapping_dirs_count_each_workdir_once(tree):
     assert len(skipped_again) == len(skipped) == 3
 
 
+def test_an_unfinished_run_reports_its_newest_complete_checkpoint(tree, tmp_path):
+    """Logged to step 40, checkpointed at 60 (a stop signal saves between log rows):
+    the run resumes from 60, so that is its step; a save cut short (no commit
+    marker) or still in progress (orbax's tmp directory) is no checkpoint."""
+    from bert_jax.checkpoint import REQUIRED_FILES
+
+    wd = tmp_path / "a"
+    shutil.copytree(tree / "mrpc_sweep" / "lr=4e-05,seed=0", wd)
+    for step in ("50", "60", "70", "80.orbax-checkpoint-tmp-1"):
+        for f in REQUIRED_FILES:
+            (wd / "checkpoints" / step / f).parent.mkdir(parents=True, exist_ok=True)
+            (wd / "checkpoints" / step / f).write_text("")
+    (wd / "checkpoints" / "70" / "commit_success.txt").unlink()
+    reason = "no results.json: unfinished, checkpoint at step 60 of 115, last logged step 40"
+    assert summary.load_run(wd).reason == reason
+    # Checkpointed at the last logged step: one number.
+    shutil.rmtree(wd / "checkpoints" / "60")
+    shutil.copytree(wd / "checkpoints" / "50", wd / "checkpoints" / "40")
+    shutil.rmtree(wd / "checkpoints" / "50")
+    assert summary.load_run(wd).reason == (
+        "no results.json: unfinished, checkpoint at step 40 of 115"
+    )
+
+
 def test_errors_name_the_dir(tree, tmp_path):
     missing = tmp_path / "nope"
     out = _cli(missing, f"--out={tmp_path / 'o'}")
     assert out.returncode == 1
-    assert f"error: {missing} does not exist" in out.stderr
+    assert out.stderr == f"bert_jax.experiments.results: error: {missing} does not exist\n"
     unfinished = tmp_path / "unfinished"
     shutil.copytree(tree / "mrpc_sweep" / "lr=4e-05,seed=0", unfinished / "a")
     out = _cli(unfinished, f"--out={tmp_path / 'o'}")

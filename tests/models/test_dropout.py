@@ -20,7 +20,7 @@ import pytest
 from bert_jax.models import bert
 from bert_jax.models.bert import BertConfig, EncoderLayer, Mlp, config_for_size
 from bert_jax.models.heads import BertForPreTraining
-from tests.numerics import assert_close, assert_equal
+from tests.numerics import assert_close, assert_differ, assert_equal
 
 CFG = config_for_size("tiny", vocab_size=97, max_position_embeddings=64)
 MODELS = Path(bert.__file__).resolve().parent
@@ -66,7 +66,7 @@ def test_a_layers_training_output_is_the_bernoulli_reference_bit_for_bit():
     assert_close(got, want, atol=2e-5)
     # Another key's mask gives another output: the comparison sees the mask.
     other, _ = _reference_mlp(params, x, jax.random.key(8), CFG.hidden_dropout)
-    assert float(jnp.abs(got - other).max()) > 0.1
+    assert_differ(got, other, atol=0.1)
 
     # And the dropout module is flax's own: the same output, bit for bit.
     class FlaxDropout(nn.Module):
@@ -103,7 +103,7 @@ def test_every_dropout_in_the_model_is_flax_dropout_and_seeded_alike():
     # Embeddings, then per layer: attention probabilities, attention output, MLP output.
     assert seen and set(seen) == {nn.Dropout} and len(seen) == 1 + 3 * CFG.num_layers
     assert_equal(np.asarray(a), np.asarray(run(3)))
-    assert not np.allclose(a, run(4))
+    assert_differ(a, run(4))
     assert_equal(np.asarray(run(3, det=True)), np.asarray(run(4, det=True)))
 
 

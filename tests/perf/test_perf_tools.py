@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:
+    """The last stdout line's JSON, and stdout followed by stderr."""
     env = cli_env(1)
     # libtpu takes a lock file per machine; two test workers compiling at once
     # would fail on it (compiling only, they share no TPU).
@@ -27,7 +28,7 @@ def _run(module: str, *args: str, expect: int = 0) -> tuple[dict, str]:
     cmd = [sys.executable, "-m", module, *args]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == expect, out.stdout[-2000:] + out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stdout + out.stderr
 
 
 def test_bench_side_by_side_reports_the_formula(tmp_path):
@@ -100,6 +101,16 @@ def test_aot_compiles_tiny_for_a_v5p_slice(tmp_path):
         f"--record={record}",
     )  # fmt: skip
     assert r["fits"] and "fits" in text
+    # Progress while it works, in order; libtpu is told the target slice, so it
+    # does not warn that it could not find a TPU VM's accelerator type.
+    progress = [line for line in text.splitlines() if line.startswith("bert_jax.perf.aot: ")]
+    assert [line.split(": ")[1].split(" ")[0] for line in progress] == [
+        "compiling",
+        "lowered",
+        "compiled",
+    ], progress
+    assert "for v5p-8 (4 chips, topology v5:2x2x1)" in progress[0]
+    assert "accelerator type" not in text, text[-3000:]
     assert r["chips"] == 4 and r["device"] == "TPU v5" and r["mesh"]["data"] == 4
     assert 0 < r["memory_total_bytes"] < r["hbm_bytes"] == 95 * 2**30
     assert r["memory_argument_bytes"] > 0 and r["memory_temp_bytes"] > 0
@@ -148,6 +159,14 @@ def test_aot_says_what_does_not_fit():
 def test_aot_names_the_known_slices_and_flags_scan_estimates():
     with pytest.raises(ValueError, match=r"unknown TPU slice 'v5p-7'; known: v4-8, .*v6e-256"):
         aot.compile_for_slice(None, "v5p-7")
+    # The command: one line, exit status 1, before libtpu or a compile.
+    cmd = [sys.executable, "-m", "bert_jax.perf.aot", "--config=configs/pretrain.py:tiny"]
+    out = subprocess.run(
+        [*cmd, "--topology=v5p-7"], cwd=REPO, env=cli_env(1), capture_output=True, text=True
+    )
+    assert out.returncode == 1 and not out.stdout, out.stderr[-2000:]
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("bert_jax.perf.aot: error: unknown TPU slice 'v5p-7'; known: v4-8, ")
     assert aot.SLICES["v5p-8"].topology == "v5:2x2x1"  # 4 chips, 8 TensorCores
     assert aot.SLICES["v5e-16"].topology == "v5e:4x4" and aot.SLICES["v6e-8"].topology == "v6e:2x4"
     _, text = _run(

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from absl import app, flags, logging
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from bert_jax import cli
 from bert_jax.data import bad_input, files, progress
 from bert_jax.data.pretraining import corpus, embedded_corpus
 from bert_jax.tokenizers.wordpiece import SPECIAL_TOKENS
@@ -201,7 +202,8 @@ def _counted(documents: Iterable[list[str]], counts: dict[str, int]) -> Iterator
 
 
 def main(argv: list[str]) -> None:
-    with bad_input.command_errors("bert_jax.data.pretraining.build_vocab"):
+    prog = "bert_jax.data.pretraining.build_vocab"
+    with bad_input.command_errors(prog), bad_input.interruptible(prog):
         _main(argv)
 
 
@@ -252,5 +254,6 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     _define_flags()
     app.run(main)

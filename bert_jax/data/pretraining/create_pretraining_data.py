@@ -46,7 +46,9 @@ files). It differs where the original does not scale:
   (fail, or skip with a warning), documents without any token (skipped and
   counted, as the original silently does), sentences longer than a sequence
   (counted; the recipe truncates them). Outputs are written to temporary files
-  renamed at the end, so a failed run leaves no partial TFRecord.
+  renamed at the end, so a failed run leaves no partial TFRecord; the command
+  stopped by Ctrl-C or SIGTERM removes its temporary files (and the output
+  folders it made) and exits with status 1.
 
 Beyond the original:
 
@@ -72,6 +74,7 @@ Beyond the original:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -83,6 +86,7 @@ from collections.abc import Iterator, Sequence
 
 from absl import app, flags, logging
 
+from bert_jax import cli
 from bert_jax.data import bad_input, files, progress
 from bert_jax.data.pretraining import corpus
 from bert_jax.data.pretraining import instances as recipe
@@ -375,6 +379,29 @@ def _summary(counts: collections.Counter, seconds: float, objective: str) -> str
     )
 
 
+@contextlib.contextmanager
+def _output_folders(output_files: Sequence[str]) -> Iterator[None]:
+    """Makes the folders of `output_files`; removes those it made if the block fails."""
+    import tensorflow as tf
+
+    made = []
+    for folder in sorted({os.path.dirname(f) for f in output_files if os.path.dirname(f)}):
+        top = None
+        parent = folder
+        while parent and not tf.io.gfile.exists(parent):
+            top, parent = parent, os.path.dirname(parent)
+        tf.io.gfile.makedirs(folder)
+        if top is not None:
+            made.append(top)
+    try:
+        yield
+    except BaseException:
+        for top in made:  # made by this run: nothing in it is anyone else's
+            if tf.io.gfile.exists(top):
+                tf.io.gfile.rmtree(top)
+        raise
+
+
 def run(
     input_files: Sequence[str],
     output_files: Sequence[str],
@@ -409,8 +436,6 @@ def run(
       random_next (examples with label 1, whatever the objective),
       empty_documents, bad_lines, empty_files, long_sentences, ...
     """
-    import tensorflow as tf
-
     bad_input.check(on_bad_input)
     if docs_per_block < 1:
         raise ValueError(f"docs_per_block={docs_per_block} < 1")
@@ -430,16 +455,20 @@ def run(
     counts: collections.Counter = collections.Counter()
     stats = corpus.CorpusStats()
     blocks = _blocks(input_files, docs_per_block, on_bad_input, stats)
+    # The first block is read before TensorFlow starts and before any output
+    # exists: a corpus that is bad there (not UTF-8, no documents) fails in a
+    # fraction of a second and leaves nothing.
+    blocks = itertools.chain(list(itertools.islice(blocks, 1)), blocks)
+    import tensorflow as tf
+
     worker_args = (vocab_file, do_lower_case, config, dynamic)
     start = last_log = time.monotonic()
-    for f in output_files:
-        if os.path.dirname(f):
-            tf.io.gfile.makedirs(os.path.dirname(f))
     # The corpus is streamed once, so its size is unknown: the bar counts
     # documents (with their rate), and shows the inputs opened so far.
     bar = progress.bar(desc="documents", unit=" docs", unit_scale=True)
-    # A failed run leaves no partial TFRecord, and earlier outputs untouched.
-    with bar, files.atomic_paths(output_files) as temps:
+    # A failed or interrupted run leaves no partial TFRecord, no temporary file,
+    # no folder it made for its outputs, and earlier outputs untouched.
+    with bar, _output_folders(output_files), files.atomic_paths(output_files) as temps:
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         try:
             written = 0
@@ -480,7 +509,8 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
-    with bad_input.command_errors("bert_jax.data.pretraining.create_pretraining_data"):
+    prog = "bert_jax.data.pretraining.create_pretraining_data"
+    with bad_input.command_errors(prog), bad_input.interruptible(prog):
         _main(argv)
 
 
@@ -512,5 +542,6 @@ def _main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.quiet_logging()  # libraries' INFO lines only at --verbosity=1
     _define_flags()
     app.run(main)
