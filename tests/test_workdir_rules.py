@@ -8,7 +8,6 @@ folder.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from bert_jax.checkpoints import pretrained
 from bert_jax.configs import common
 from bert_jax.tasks.model_setup import model_config
 from tests import train_data
-from tests.cli_env import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 ONE = jax.devices()[:1]
@@ -153,37 +151,6 @@ def test_resuming_with_safe_changes_needs_the_flag_and_is_recorded(records, tmp_
     assert change == {"step": 2, "changes": {"log_every": [1, 2]}}
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 4]  # every step once, old cadence then new
-
-
-def test_a_config_file_in_any_folder_trains(records, tmp_path):
-    folder = tmp_path / "my_experiments"
-    folder.mkdir()
-    (folder / "my_pretrain.py").write_text(
-        "from bert_jax.configs import common\n\n\n"
-        "def get_config(arg=None):\n"
-        "    a = common.parse_arg(arg, steps=2)\n"
-        "    c = common.base_config()\n"
-        "    c.task = 'pretraining'\n"
-        "    c.model.size, c.model.vocab_size = 'tiny', 30522\n"
-        "    c.nsp, c.masked_lm_prob, c.whole_word_mask = True, 0.15, False\n"
-        "    c.max_seq_length, c.max_predictions_per_seq = 32, 5\n"
-        "    c.train_batch_size = c.eval_batch_size = 16\n"
-        "    c.num_train_steps, c.log_every, c.eval_every = a.steps, 1, 0\n"
-        "    c.optimizer.warmup_steps = 1\n"
-        f"    c.data.train_files = {records['train_files']!r}\n"
-        "    c.data.update(dict(eval_files='', embedded_dir='', vocab_file='',\n"
-        "                       do_lower_case=True, num_shards=0, shuffle_buffer=100))\n"
-        "    return c\n"
-    )
-    env = cli_env(1)
-    cmd = [
-        sys.executable, "-m", "bert_jax.main",
-        f"--config={folder / 'my_pretrain.py'}:steps=3", f"--workdir={tmp_path / 'run'}",
-    ]  # fmt: skip
-    out = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["step"] == 3
-    assert configs.load(f"{folder / 'my_pretrain.py'}:steps=5").num_train_steps == 5
 
 
 def test_keys_added_since_a_workdir_was_written_resume_at_their_old_behaviour(tmp_path):
