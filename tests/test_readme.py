@@ -316,6 +316,9 @@ def check(c: Command, out: subprocess.CompletedProcess, cwd: Path, world) -> Non
         assert "sst2" in (cwd / "runs/glue/results/results.md").read_text().lower()
         rows = (cwd / "runs/glue/submit/SST-2.tsv").read_text().splitlines()
         assert len(rows) == 1 + 16, rows[:3]  # header + the cut test split
+    elif "bert_jax.main" in t and "configs/glue.py" in t:
+        results = json.loads((cwd / "runs/sst2-quick/results.json").read_text())
+        assert results["step"] == 2 and "eval/accuracy" in results["metrics"], results
     elif "bert_jax.main" in t and "squad" in t:
         predictions = json.loads((cwd / "runs/squad11/predictions.json").read_text())
         dev = json.loads((world["/data"] / "squad/dev-v1.1.json").read_text())
