@@ -62,6 +62,9 @@ def test_sst2_minilm(tmp_path, minilm_dir, shared_data):
     assert results["metrics"]["eval/accuracy"] >= 0.82
 
 
+# STS-B's run (about 3 minutes on 2 cores) reproduces a recorded number; SST-2's
+# above keeps real fine-tuning in every run of the suite.
+@pytest.mark.reproduction
 @pytest.mark.long_run
 def test_stsb_minilm(tmp_path, minilm_dir, shared_data):
     results = _finetune(tmp_path, minilm_dir, shared_data, "stsb", 3000, 96)
