@@ -251,39 +251,40 @@ def _is_clock(node: ast.AST) -> bool:
     return False
 
 
-def _clock_bounds(tree: ast.AST):
-    """assert statements that hold a clock reading or a duration under a bound."""
+def _asserted_sides(tree: ast.AST, smaller: bool):
+    """(assert line, comparison, side) for each side an assert's comparison holds
+    smaller (`smaller`) or larger than the other: `x < y` gives x as smaller."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.Assert):
             continue
         for cmp in (n for n in ast.walk(node.test) if isinstance(n, ast.Compare)):
             sides = [cmp.left, *cmp.comparators]
             for i, op in enumerate(cmp.ops):
-                # duration < bound, or bound > duration
-                small = {ast.Lt: i, ast.LtE: i, ast.Gt: i + 1, ast.GtE: i + 1}.get(type(op))
-                if small is not None and _is_clock(sides[small]):
-                    yield node.lineno, f"clock-based bound: {ast.unparse(cmp)}"
+                left = isinstance(op, (ast.Lt, ast.LtE)) == smaller
+                if isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+                    yield node.lineno, cmp, sides[i if left else i + 1]
+
+
+def _clock_bounds(tree: ast.AST):
+    """assert statements that hold a clock reading or a duration under a bound."""
+    for line, cmp, side in _asserted_sides(tree, smaller=True):
+        if _is_clock(side):
+            yield line, f"clock-based bound: {ast.unparse(cmp)}"
 
 
 def _differences(tree: ast.AST):
     """assert statements that a difference is large, computed as |a - b| here rather
     than by numerics.assert_differ: inf - x is inf, so an inf passes."""
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Assert):
-            continue
-        for cmp in (n for n in ast.walk(node.test) if isinstance(n, ast.Compare)):
-            sides = [cmp.left, *cmp.comparators]
-            for i, op in enumerate(cmp.ops):
-                large = {ast.Gt: i, ast.GtE: i, ast.Lt: i + 1, ast.LtE: i + 1}.get(type(op))
-                if large is not None and any(
-                    isinstance(n, ast.Call)
-                    and _name(n.func).split(".")[-1] in ("abs", "absolute", "fabs", "norm")
-                    and n.args
-                    and isinstance(n.args[0], ast.BinOp)
-                    and isinstance(n.args[0].op, ast.Sub)
-                    for n in ast.walk(sides[large])
-                ):
-                    yield node.lineno, f"use assert_differ: {ast.unparse(cmp)}"
+    for line, cmp, side in _asserted_sides(tree, smaller=False):
+        if any(
+            isinstance(n, ast.Call)
+            and _name(n.func).split(".")[-1] in ("abs", "absolute", "fabs", "norm")
+            and n.args
+            and isinstance(n.args[0], ast.BinOp)
+            and isinstance(n.args[0].op, ast.Sub)
+            for n in ast.walk(side)
+        ):
+            yield line, f"use assert_differ: {ast.unparse(cmp)}"
 
 
 RULES = {
